@@ -1,0 +1,18 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/urfave/cli/v2"
+)
+
+// demoCommand is a placeholder until its issue lands; it says so instead of pretending.
+func demoCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "(not implemented yet)",
+		Action: func(*cli.Context) error {
+			return errors.New("demo: not implemented yet")
+		},
+	}
+}
