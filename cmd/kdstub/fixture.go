@@ -1,18 +1,17 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/urfave/cli/v2"
 )
 
-// fixtureCommand is a placeholder until its issue lands; it says so instead of pretending.
+// fixtureCommand groups the synthetic Windows guest tools: build one, run one under QEMU.
 func fixtureCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "fixture",
-		Usage: "(not implemented yet)",
-		Action: func(*cli.Context) error {
-			return errors.New("fixture: not implemented yet")
+		Usage: "build or run the synthetic Windows x64 guest used by tests and the demo",
+		Subcommands: []*cli.Command{
+			fixtureBuildCommand(),
+			fixtureRunCommand(),
 		},
 	}
 }

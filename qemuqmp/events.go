@@ -1,0 +1,348 @@
+package qemuqmp
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kdstub/kdstub/qemuqmp/rsp"
+)
+
+// StopReason says why the VM stopped (or what else happened to it).
+type StopReason int
+
+// Stop reasons.
+const (
+	StopBreakpoint  StopReason = iota + 1 // an execution breakpoint (Software or Hardware)
+	StopWatchpoint                        // a data watchpoint; reported after the accessing instruction
+	StopStep                              // a single step completed
+	StopInterrupted                       // Stop, a QMP stop, a replay break, or a stop on attach
+	StopReset                             // the machine was reset (it keeps its run state)
+	StopShutdown                          // the guest or host requested shutdown
+	StopGone                              // QEMU exited or a connection broke; nothing works any more
+)
+
+func (r StopReason) String() string {
+	switch r {
+	case StopBreakpoint:
+		return "breakpoint"
+	case StopWatchpoint:
+		return "watchpoint"
+	case StopStep:
+		return "step"
+	case StopInterrupted:
+		return "interrupted"
+	case StopReset:
+		return "reset"
+	case StopShutdown:
+		return "shutdown"
+	case StopGone:
+		return "gone"
+	}
+	return fmt.Sprintf("StopReason(%d)", int(r))
+}
+
+// StopEvent is one entry of Machine.Events.
+type StopEvent struct {
+	Reason    StopReason
+	CPU       int    // vCPU that reported the stop; -1 when not CPU-specific
+	PC        uint64 // RIP of that CPU at the stop (0 when it could not be read)
+	WatchAddr uint64 // for StopWatchpoint: the watched address QEMU reported
+	WatchKind BreakpointKind
+	Signal    int    // gdb signal (2 interrupt, 5 trap)
+	Raw       string // the gdb stop reply or QMP event name, for logs
+	Err       error  // for StopGone: why
+}
+
+// eventQueue decouples the event producers (the QMP and gdbstub readers) from a slow or absent consumer.
+type eventQueue struct {
+	mu     sync.Mutex
+	q      []StopEvent
+	kick   chan struct{}
+	out    chan StopEvent
+	done   chan struct{}
+	closed bool
+}
+
+const maxQueuedStops = 1024
+
+func newEventQueue() *eventQueue {
+	e := &eventQueue{kick: make(chan struct{}, 1), out: make(chan StopEvent, 16), done: make(chan struct{})}
+	go e.pump()
+	return e
+}
+
+func (e *eventQueue) push(ev StopEvent) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	if len(e.q) >= maxQueuedStops {
+		e.q = e.q[1:]
+	}
+	e.q = append(e.q, ev)
+	e.mu.Unlock()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (e *eventQueue) pump() {
+	defer close(e.out)
+	for {
+		e.mu.Lock()
+		var ev StopEvent
+		have := len(e.q) > 0
+		if have {
+			ev = e.q[0]
+			e.q = e.q[1:]
+		}
+		e.mu.Unlock()
+		if !have {
+			select {
+			case <-e.kick:
+				continue
+			case <-e.done:
+				return
+			}
+		}
+		select {
+		case e.out <- ev:
+		case <-e.done:
+			return
+		}
+	}
+}
+
+func (e *eventQueue) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		e.closed = true
+		close(e.done)
+	}
+}
+
+// loop turns gdbstub stop replies and QMP events into StopEvents and keeps the run state right.
+func (m *Machine) loop() {
+	defer close(m.loopEnd)
+	qev := m.qmp.Events()
+	for {
+		select {
+		case <-m.closing:
+			return
+		case sr := <-m.gdb.Stops():
+			m.onStop(sr)
+		case <-m.gdb.Done():
+			m.setGone(m.gdb.Err())
+			return
+		case ev, ok := <-qev:
+			if !ok {
+				m.setGone(m.qmp.Err())
+				return
+			}
+			m.onQMPEvent(ev.Name)
+		}
+	}
+}
+
+func (m *Machine) onQMPEvent(name string) {
+	switch name {
+	case "RESUME":
+		// Possibly a cont the gdbstub never hears about; confirm with query-status under the gdbstub's
+		// request lock so a step of ours in flight is not mistaken for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := m.gdb.Reconcile(ctx, m.qmp.Running); err != nil {
+			m.log.Debug("reconcile run state", "err", err)
+		}
+	case "RESET":
+		m.events.push(StopEvent{Reason: StopReset, CPU: -1, Raw: name})
+	case "SHUTDOWN":
+		m.events.push(StopEvent{Reason: StopShutdown, CPU: -1, Raw: name})
+	}
+}
+
+func (m *Machine) onStop(sr rsp.StopReply) {
+	if sr.Exited() {
+		m.setGone(fmt.Errorf("gdbstub reports the target exited (%s)", sr.Raw))
+		return
+	}
+	ev := m.describeStop(sr)
+	m.mu.Lock()
+	if ev.CPU >= 0 {
+		m.lastCPU = ev.CPU
+	}
+	wake := m.stopWake
+	m.stopWake = make(chan struct{})
+	m.mu.Unlock()
+	m.events.push(ev)
+	close(wake)
+}
+
+// describeStop classifies a stop reply and reads the stopped CPU's PC.
+func (m *Machine) describeStop(sr rsp.StopReply) StopEvent {
+	ev := StopEvent{CPU: -1, Signal: int(sr.Signal), Raw: sr.Raw, WatchAddr: sr.WatchAddr}
+	if sr.HasThread {
+		ev.CPU = m.cpuOf(sr.Thread)
+	}
+	if ev.CPU < 0 {
+		m.mu.Lock()
+		ev.CPU = m.lastCPU
+		m.mu.Unlock()
+	}
+	if t, err := m.thread(ev.CPU); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if pc, err := m.readPC(ctx, t); err == nil {
+			ev.PC = pc
+		} else {
+			m.log.Debug("read PC after stop", "cpu", ev.CPU, "err", err)
+		}
+		cancel()
+	}
+	switch {
+	case sr.Signal == rsp.SigInt:
+		ev.Reason = StopInterrupted
+	case sr.Watch != rsp.NoWatch:
+		ev.Reason = StopWatchpoint
+		ev.WatchKind = map[rsp.WatchKind]BreakpointKind{rsp.WatchWrite: WatchWrite, rsp.WatchRead: WatchRead, rsp.WatchAccess: WatchAccess}[sr.Watch]
+	default:
+		ev.Reason = StopBreakpoint
+	}
+	return ev
+}
+
+// Stop interrupts a running VM and waits until the gdbstub has reported the stop (a StopInterrupted event is
+// queued too).
+func (m *Machine) Stop(ctx context.Context) error {
+	if err := m.alive(); err != nil {
+		return err
+	}
+	if err := m.gdb.Reconcile(ctx, m.qmp.Running); err != nil {
+		return m.wrap(err)
+	}
+	for {
+		m.mu.Lock()
+		wake := m.stopWake
+		m.mu.Unlock()
+		if !m.gdb.Running() {
+			return nil
+		}
+		// QMP stop rather than the gdb break-in: QEMU ignores 0x03 after a QMP cont (the gdbstub does not know
+		// the VM runs), while a QMP stop is always reported to the gdbstub as T02.
+		if err := m.qmp.Stop(ctx); err != nil {
+			return m.wrap(err)
+		}
+		select {
+		case <-wake:
+		case <-m.gone:
+			return m.alive()
+		case <-ctx.Done():
+			return fmt.Errorf("stop: waiting for the VM to stop: %w", ctx.Err())
+		}
+	}
+}
+
+// Continue resumes all vCPUs. If the CPU that last stopped sits on one of our execution breakpoints, it is
+// first stepped over it (remove, step, re-insert), since QEMU would otherwise report the same breakpoint again
+// without executing anything. Returns at once; the next stop arrives on Events.
+func (m *Machine) Continue(ctx context.Context) error {
+	if err := m.alive(); err != nil {
+		return err
+	}
+	if m.gdb.Running() {
+		return nil
+	}
+	m.mu.Lock()
+	cpu := m.lastCPU
+	m.mu.Unlock()
+	ev, stepped, err := m.stepOver(ctx, cpu)
+	if err != nil {
+		return err
+	}
+	if stepped && ev.Reason == StopWatchpoint {
+		// The stepped instruction tripped a watchpoint: report it instead of running on.
+		m.events.push(ev)
+		return nil
+	}
+	return m.wrap(m.gdb.Continue(ctx))
+}
+
+// Step executes one instruction on cpu (the other vCPUs stay stopped, interrupts are masked) and returns
+// the resulting stop: StopStep, or StopWatchpoint when the instruction tripped one. Step is synchronous and
+// does not also queue an event.
+func (m *Machine) Step(ctx context.Context, cpu int) (StopEvent, error) {
+	if err := m.alive(); err != nil {
+		return StopEvent{}, err
+	}
+	ev, stepped, err := m.stepOver(ctx, cpu)
+	if err != nil || stepped {
+		return ev, err
+	}
+	t, err := m.thread(cpu)
+	if err != nil {
+		return StopEvent{}, err
+	}
+	sr, err := m.gdb.Step(ctx, t)
+	if err != nil {
+		return StopEvent{}, m.wrap(err)
+	}
+	return m.stepEvent(ctx, cpu, sr), nil
+}
+
+func (m *Machine) stepEvent(ctx context.Context, cpu int, sr rsp.StopReply) StopEvent {
+	ev := m.describeStop(sr)
+	if ev.Reason == StopBreakpoint {
+		ev.Reason = StopStep
+	}
+	m.mu.Lock()
+	if ev.CPU >= 0 {
+		m.lastCPU = ev.CPU
+	}
+	m.mu.Unlock()
+	return ev
+}
+
+func (m *Machine) readPC(ctx context.Context, t rsp.ThreadID) (uint64, error) {
+	b, err := m.gdb.ReadRegister(ctx, t, "rip")
+	if err != nil {
+		return 0, err
+	}
+	return le(b), nil
+}
+
+func le(b []byte) uint64 {
+	var v uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// ReverseStep steps cpu one instruction backwards. Only in replay mode (with rrsnapshot); elsewhere it is
+// refused before anything is sent, because QEMU aborts on bs outside replay.
+func (m *Machine) ReverseStep(ctx context.Context, cpu int) (StopEvent, error) {
+	t, err := m.thread(cpu)
+	if err != nil {
+		return StopEvent{}, err
+	}
+	if err := m.alive(); err != nil {
+		return StopEvent{}, err
+	}
+	sr, err := m.gdb.ReverseStep(ctx, t)
+	if err != nil {
+		return StopEvent{}, m.wrap(err)
+	}
+	return m.stepEvent(ctx, cpu, sr), nil
+}
+
+// ReverseContinue runs backwards to the previous breakpoint hit (replay mode only); the stop arrives on Events.
+func (m *Machine) ReverseContinue(ctx context.Context) error {
+	if err := m.alive(); err != nil {
+		return err
+	}
+	return m.wrap(m.gdb.ReverseContinue(ctx))
+}
