@@ -92,6 +92,7 @@ type outgoing struct {
 	typ         uint16
 	data        []byte
 	done        chan error // buffered(1); nil for internal re-sends
+	finished    bool
 	stateChange bool
 	pkt         *Packet // built when first sent; rebuilt when a RESET changes the id
 	tries       int
@@ -247,12 +248,13 @@ func (s *Session) send(ctx context.Context, typ uint16, data []byte, stateChange
 	if len(data) > MaxPayload {
 		return fmt.Errorf("send %s: payload %d bytes exceeds %d", PacketTypeName(typ), len(data), MaxPayload)
 	}
-	o := &outgoing{typ: typ, data: data, done: make(chan error, 1), stateChange: stateChange}
+	done := make(chan error, 1)
+	o := &outgoing{typ: typ, data: data, done: done, stateChange: stateChange}
 	if err := s.do(ctx, func(ls *loopState) { ls.enqueue(o) }); err != nil {
 		return fmt.Errorf("send %s: %w", PacketTypeName(typ), err)
 	}
 	select {
-	case err := <-o.done:
+	case err := <-done:
 		if err != nil {
 			return fmt.Errorf("send %s: %w", PacketTypeName(typ), err)
 		}
@@ -277,10 +279,10 @@ func (s *Session) SendBody(ctx context.Context, body any) error {
 }
 
 func (o *outgoing) finish(err error) {
-	if o.done != nil {
+	if o.done != nil && !o.finished {
 		o.done <- err
-		o.done = nil
 	}
+	o.finished = true
 }
 
 func (ls *loopState) enqueue(o *outgoing) {

@@ -62,6 +62,7 @@ type Machine struct {
 	regs []qmp.Region
 
 	mu       sync.Mutex
+	hmpCache map[int]hmpEntry // HMP-only registers per CPU, valid for one stop
 	bps      map[Breakpoint]bool
 	lastCPU  int
 	stopWake chan struct{} // closed and replaced on every stop
@@ -91,7 +92,7 @@ func Connect(ctx context.Context, cfg Config) (*Machine, error) {
 	}
 	m := &Machine{
 		log: log, qmp: q, gdb: g, cfg: cfg, thr: g.Threads(),
-		bps: map[Breakpoint]bool{}, stopWake: make(chan struct{}), gone: make(chan struct{}),
+		bps: map[Breakpoint]bool{}, hmpCache: map[int]hmpEntry{}, stopWake: make(chan struct{}), gone: make(chan struct{}),
 		events: newEventQueue(), closing: make(chan struct{}), loopEnd: make(chan struct{}),
 	}
 	if err := m.setup(ctx); err != nil {

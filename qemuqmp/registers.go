@@ -130,12 +130,11 @@ func (m *Machine) Registers(ctx context.Context, cpu int) (amd64.Registers, erro
 		return r, m.wrap(fmt.Errorf("registers of cpu %d: %w", cpu, err))
 	}
 	decodeG(m.gdb.Registers(), g, &r)
-	h, err := m.qmp.InfoRegisters(ctx, cpu)
+	hr, err := m.hmpRegisters(ctx, cpu)
 	if err != nil {
 		m.log.Warn("info registers failed; descriptor and debug registers unknown", "cpu", cpu, "err", err)
 		return r, m.wrap(err)
 	}
-	hr := h.Regs
 	if hr.Have.Has(amd64.HaveDescriptors) {
 		r.GDTRBase, r.GDTRLimit, r.IDTRBase, r.IDTRLimit, r.LDTR, r.TR = hr.GDTRBase, hr.GDTRLimit, hr.IDTRBase, hr.IDTRLimit, hr.LDTR, hr.TR
 		r.Have |= amd64.HaveDescriptors
@@ -185,4 +184,31 @@ func (m *Machine) SetRegisters(ctx context.Context, cpu int, regs amd64.Register
 		return m.wrap(fmt.Errorf("set registers of cpu %d: %w", cpu, err))
 	}
 	return nil
+}
+
+type hmpEntry struct {
+	stop uint64
+	regs amd64.Registers
+}
+
+// hmpRegisters returns HMP "info registers" for cpu, cached until the next stop: the HMP round trip costs
+// several times a gdbstub one, and descriptor and debug registers cannot change while the VM stays stopped.
+func (m *Machine) hmpRegisters(ctx context.Context, cpu int) (amd64.Registers, error) {
+	seq := m.gdb.StopCount()
+	m.mu.Lock()
+	e, ok := m.hmpCache[cpu]
+	m.mu.Unlock()
+	if ok && e.stop == seq && !m.gdb.Running() {
+		return e.regs, nil
+	}
+	h, err := m.qmp.InfoRegisters(ctx, cpu)
+	if err != nil {
+		return amd64.Registers{}, err
+	}
+	if m.gdb.StopCount() == seq && !m.gdb.Running() {
+		m.mu.Lock()
+		m.hmpCache[cpu] = hmpEntry{stop: seq, regs: h.Regs}
+		m.mu.Unlock()
+	}
+	return h.Regs, nil
 }

@@ -186,6 +186,9 @@ func regField(r *amd64.Registers, name string) func(uint64) {
 		"R14": &r.R14, "R15": &r.R15, "RIP": &r.RIP, "RFL": &r.RFLAGS, "CR0": &r.CR0, "CR2": &r.CR2, "CR3": &r.CR3,
 		"CR4": &r.CR4, "DR0": &r.DR0, "DR1": &r.DR1, "DR2": &r.DR2, "DR3": &r.DR3, "DR6": &r.DR6, "DR7": &r.DR7,
 		"EFER": &r.EFER,
+		// 32-bit format, printed while the CPU is not in long mode
+		"EAX": &r.RAX, "EBX": &r.RBX, "ECX": &r.RCX, "EDX": &r.RDX, "ESI": &r.RSI, "EDI": &r.RDI, "EBP": &r.RBP,
+		"ESP": &r.RSP, "EIP": &r.RIP, "EFL": &r.RFLAGS,
 	}[name]
 	if p != nil {
 		return func(v uint64) { *p = v }

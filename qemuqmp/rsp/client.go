@@ -43,6 +43,7 @@ type Client struct {
 	running bool
 	stopSeq uint64 // counts stop replies, so Reconcile can tell a stale query-status answer
 	waiter  *waiter
+	orphans int // replies still owed to requests whose caller gave up; dropped on arrival
 	selG    string // thread selected for g/p/m; invalidated by every stop
 	phys    int    // PhyMemMode as last set: -1 unknown
 
@@ -224,6 +225,13 @@ func (c *Client) Stops() <-chan StopReply { return c.stops }
 // Done is closed when the connection is gone.
 func (c *Client) Done() <-chan struct{} { return c.closed }
 
+// StopCount counts the stop replies seen so far; state read while stopped stays valid while it is unchanged.
+func (c *Client) StopCount() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopSeq
+}
+
 // Running reports whether the client believes the VM runs.
 func (c *Client) Running() bool {
 	c.mu.Lock()
@@ -320,8 +328,19 @@ func (c *Client) dispatch(p []byte) {
 		c.stopSeq++
 		c.selG = "" // QEMU selects the reporting CPU for Hg and Hc after every stop (qemu.md §2.5)
 	}
+	output := len(p) > 1 && p[0] == 'O' && string(p) != "OK" && !isStop
+	if isStop {
+		c.orphans = 0 // the VM was running after all: QEMU dropped those packets
+	} else if c.orphans > 0 {
+		if !output {
+			c.orphans--
+		}
+		c.mu.Unlock()
+		c.log.Debug("gdbstub: dropped late reply of an abandoned request", "packet", truncate(p))
+		return
+	}
 	switch {
-	case w != nil && w.rcmd && len(p) > 0 && p[0] == 'O' && !isStop:
+	case w != nil && w.rcmd && output:
 		if out, err := decodeHex(p[1:]); err == nil && w.output.Len() < MaxPacket*4 {
 			w.output.Write(out)
 		}
@@ -457,8 +476,12 @@ func (c *Client) exchangeLocked(ctx context.Context, packets []string, stopOK, r
 		c.mu.Lock()
 		if c.waiter == w {
 			c.waiter = nil
-			// The replies will still come; a stop reply will then be delivered on Stops (the client stays in
-			// the running state for a step), other late replies are logged and dropped.
+			// The replies will still come, in order. A step's stop reply is then delivered on Stops (the client
+			// stays in the running state); plain replies are counted so they are not mistaken for the answers
+			// to the next request.
+			if !stopOK {
+				c.orphans += w.want - len(w.replies)
+			}
 		}
 		c.mu.Unlock()
 		return nil, nil, fmt.Errorf("waiting for reply to %q: %w", truncate([]byte(packets[0])), ctx.Err())

@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/kdstub/kdstub/fixtures/winguest"
 	"github.com/kdstub/kdstub/internal/amd64"
 	"github.com/kdstub/kdstub/windows/machine"
 	"github.com/kdstub/kdstub/windows/objects"
+	"github.com/kdstub/kdstub/windows/pe"
 	"github.com/stretchr/testify/require"
 )
 
@@ -104,7 +106,15 @@ func checkAgainstManifest(t *testing.T, k *Kernel, m *winguest.Manifest) {
 		require.EqualValues(t, h(wm.Size), mods[i].Size)
 		require.Equal(t, wm.TimeDateStamp, mods[i].TimeDateStamp)
 		require.Equal(t, h(wm.Entry), mods[i].Entry)
+		im, err := pe.Open(context.Background(), k.Space, mods[i].Base)
+		require.NoError(t, err, "module %s header", wm.Name)
+		cv, err := im.CodeView(context.Background())
+		require.NoError(t, err, "module %s RSDS", wm.Name)
+		require.Equal(t, wm.PDBName, cv.PDBName())
+		require.Equal(t, strings.ToUpper(wm.PDBGUID), fmt.Sprintf("%08X%04X%04X%X", cv.Data1, cv.Data2, cv.Data3, cv.Data4[:]))
+		require.Equal(t, wm.PDBAge, cv.Age)
 	}
+	require.Equal(t, k.PDB.SymbolKey(), fmt.Sprintf("%s/%s%X/%s", m.KernelModules[0].PDBName, strings.ToUpper(m.KernelModules[0].PDBGUID), m.KernelModules[0].PDBAge, m.KernelModules[0].PDBName))
 	sd, err := objects.ReadSharedData(context.Background(), k.Space, objects.KUserSharedData)
 	require.NoError(t, err)
 	require.EqualValues(t, m.Build, sd.NtBuildNumber&0xFFFF)

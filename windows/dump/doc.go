@@ -6,6 +6,14 @@
 // blocks, a driver list), so they serve ReadVirtual and Triage instead. The writer exists so the physical
 // layouts can be tested by round trip and so a later `.dump` can write them.
 //
+// Layouts: DumpType 1 (full: PHYSICAL_MEMORY_DESCRIPTOR runs, pages right after the header), 2/5/6 with an
+// "SDMP"/"FDMP" bitmap at 0x2000, and 4 (triage). Header-only dumps open but hold no memory; the Windows 11
+// "RDMP" layouts (DumpType 8/9/10) and 32-bit PAGEDUMP files are refused with ErrUnsupported.
+//
+// For kernel-object code: Triage().KDBG and Triage().Process give the decoded KDBG and the crashing thread's
+// EPROCESS (System in the shared 19041 dump) with their VAs; File satisfies both the PhysicalMemory and the
+// VirtualMemory shapes (ReadPhysical / ReadVirtual with a context) that windows/ consumes.
+//
 // Everything read from the file is untrusted: offsets are bounds-checked against the file size, counts are
 // clamped, and malformed input yields errors wrapping ErrFormat rather than panics.
 //

@@ -71,16 +71,15 @@ type DumpType uint32
 // Dump types (dbgeng names as kdmp-parser lists them; rizin calls 5 and 6 "bitmap full" and "bitmap kernel",
 // but Windows writes 5 for both kinds and tells them apart by the bitmap signature).
 const (
-	TypeFull          DumpType = 1  // complete memory dump: pages follow the header in run order
-	TypeKernel        DumpType = 2  // kernel ("summary") dump: SDMP bitmap at 0x2000
-	TypeHeaderOnly    DumpType = 3  // header only, no memory
-	TypeTriage        DumpType = 4  // triage (small memory) dump
-	TypeBitmap        DumpType = 5  // bitmap dump: "FDMP" (complete memory) or "SDMP" (kernel memory) bitmap at 0x2000
-	TypeLiveKernel    DumpType = 6  // live kernel dump (Task Manager, 22H2+): bitmap layout like TypeBitmap
-	TypeKernelRDMP    DumpType = 8  // `.dump /k` on Windows 11 ("RDMP" layout, not decoded here)
-	TypeKernelUser    DumpType = 9  // `.dump /ka` ("RDMP", not decoded)
-	TypeCompleteRDMP  DumpType = 10 // `.dump /f` ("RDMP" full, not decoded)
-	typeUnsetDumpType DumpType = unsetFill
+	TypeFull         DumpType = 1  // complete memory dump: pages follow the header in run order
+	TypeKernel       DumpType = 2  // kernel ("summary") dump: SDMP bitmap at 0x2000
+	TypeHeaderOnly   DumpType = 3  // header only, no memory
+	TypeTriage       DumpType = 4  // triage (small memory) dump
+	TypeBitmap       DumpType = 5  // bitmap dump: "FDMP" (complete memory) or "SDMP" (kernel memory) bitmap at 0x2000
+	TypeLiveKernel   DumpType = 6  // live kernel dump (Task Manager, 22H2+): bitmap layout like TypeBitmap
+	TypeKernelRDMP   DumpType = 8  // `.dump /k` on Windows 11 ("RDMP" layout, not decoded here)
+	TypeKernelUser   DumpType = 9  // `.dump /ka` ("RDMP", not decoded)
+	TypeCompleteRDMP DumpType = 10 // `.dump /f` ("RDMP" full, not decoded)
 )
 
 func (t DumpType) String() string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -167,4 +168,15 @@ func bitmapVariant(hdr []byte, sig string, pages, present uint64, firstPage ...u
 	binary.LittleEndian.PutUint64(bh[bmpOffPages:], pages)
 	bh[bmpOffBitmap] = 1
 	return append(hdr, bh...)
+}
+
+func TestOpenMissingFile(t *testing.T) {
+	_, err := Open(t.TempDir() + "/absent.dmp")
+	require.ErrorIs(t, err, os.ErrNotExist)
+	// Open on a file that is not a dump closes it and reports the format problem with the path.
+	p := t.TempDir() + "/garbage.dmp"
+	require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte("x"), HeaderSize), 0o600))
+	_, err = Open(p)
+	require.ErrorIs(t, err, ErrFormat)
+	require.ErrorContains(t, err, p)
 }

@@ -44,10 +44,16 @@ func (f triageFixture) off(t *testing.T, path string) uint32 {
 	return v
 }
 
-// TestTriageKDBGAgreesWithDumpHeaderAndISF checks every KDBG field we use against the dump header (globals of
-// this exact kernel) and the 19041 ISF (structure offsets; its global RVAs belong to another revision).
-func TestTriageKDBGAgreesWithDumpHeaderAndISF(t *testing.T) {
+// TestTriageAgreesWithISF loads the 19041 ISF once (it is slow to decompress) for both agreement checks.
+func TestTriageAgreesWithISF(t *testing.T) {
 	f := openTriage(t, true)
+	t.Run("KDBG", func(t *testing.T) { checkTriageKDBG(t, f) })
+	t.Run("SystemProcessOffsets", func(t *testing.T) { checkTriageOffsets(t, f) })
+}
+
+// checkTriageKDBG checks every KDBG field we use against the dump header (globals of this exact kernel) and the
+// 19041 ISF (structure offsets; its global RVAs belong to another revision).
+func checkTriageKDBG(t *testing.T, f triageFixture) {
 	h := f.file.Header()
 	b := f.kdbg
 	require.EqualValues(t, kdbg.Tag, b.Tag())
@@ -97,9 +103,8 @@ func TestTriageKDBGAgreesWithDumpHeaderAndISF(t *testing.T) {
 	}
 }
 
-// TestTriageSystemProcessOffsetsAgreeWithISF runs offset detection on the dump's System EPROCESS copy.
-func TestTriageSystemProcessOffsetsAgreeWithISF(t *testing.T) {
-	f := openTriage(t, true)
+// checkTriageOffsets runs offset detection on the dump's System EPROCESS copy.
+func checkTriageOffsets(t *testing.T, f triageFixture) {
 	ctx := context.Background()
 	b := f.kdbg
 	o, err := DetectOffsets(ctx, Probe{

@@ -9,7 +9,7 @@ import (
 )
 
 // maxExports bounds the export tables read from a hostile image (ntoskrnl has about 3,000).
-const maxExports = 1 << 16
+const maxExports = 1 << 14
 
 // Export is one named export.
 type Export struct {

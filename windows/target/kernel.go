@@ -68,14 +68,14 @@ func (k *Kernel) validate() error {
 }
 
 func (k *Kernel) kdbgU16(off int) (uint16, bool) {
-	if off+2 > len(k.KDBGPlain) {
+	if k == nil || off+2 > len(k.KDBGPlain) {
 		return 0, false
 	}
 	return binary.LittleEndian.Uint16(k.KDBGPlain[off:]), true
 }
 
 func (k *Kernel) kdbgU64(off int) (uint64, bool) {
-	if off+8 > len(k.KDBGPlain) {
+	if k == nil || off+8 > len(k.KDBGPlain) {
 		return 0, false
 	}
 	return binary.LittleEndian.Uint64(k.KDBGPlain[off:]), true
@@ -100,6 +100,8 @@ func (k *Kernel) pcrContainedPrcb() uint64 {
 // kspecialSize is the natural KSPECIAL_REGISTERS size for the build (kd-protocol.md §5.2).
 func (k *Kernel) kspecialSize() int {
 	switch {
+	case k == nil:
+		return 0xF0
 	case k.Build >= 10240:
 		return 0xF0
 	case k.Build >= 9200:

@@ -41,6 +41,8 @@ func (t *Target) Break(ctx context.Context) error {
 		// state as a break-in without touching the machine.
 		if t.queued == nil {
 			t.running = false
+			t.invalidate()
+			t.ensureKernel(ctx)
 			sc, err := t.stateChange(ctx, t.current, exception{code: kdproto.StatusBreakpoint, params: 1})
 			if err != nil {
 				t.mu.Unlock()
@@ -103,15 +105,7 @@ func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {
 func (t *Target) onStop(ctx context.Context, ev Stop) (*kdproto.StateChange, error) {
 	t.running = false
 	t.invalidate()
-	if t.rediscover && t.disc != nil {
-		if k, err := t.disc.Discover(ctx); err != nil {
-			t.log.Warn("rediscover kernel after reset", "err", err)
-		} else if err := k.validate(); err == nil {
-			t.setKernel(ctx, k)
-			t.rediscover = false
-			t.log.Info("kernel rediscovered", "base", fmt.Sprintf("%#x", k.KernBase))
-		}
-	}
+	t.ensureKernel(ctx)
 	cpu := ev.CPU
 	if cpu < 0 || cpu >= t.m.CPUCount() {
 		cpu = t.current

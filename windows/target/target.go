@@ -89,16 +89,36 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		if cfg.Discoverer == nil {
 			return nil, errors.New("windows target: neither Kernel nor Discoverer given")
 		}
-		var err error
-		if k, err = cfg.Discoverer.Discover(ctx); err != nil {
-			return nil, fmt.Errorf("windows target: discover kernel: %w", err)
-		}
+		// Discovery needs registers, hence a stopped guest: it happens at the first stop (a break-in), so
+		// attaching does not stop the guest.
+		t.rediscover = true
+		return t, nil
 	}
 	if err := k.validate(); err != nil {
 		return nil, fmt.Errorf("windows target: %w", err)
 	}
 	t.setKernel(ctx, k)
 	return t, nil
+}
+
+// ensureKernel runs a pending discovery (first stop, or after a reset). Failure is logged and retried at
+// the next stop; requests that need kernel facts fail meanwhile. Callers hold t.mu; the guest is stopped.
+func (t *Target) ensureKernel(ctx context.Context) {
+	if !t.rediscover || t.disc == nil {
+		return
+	}
+	k, err := t.disc.Discover(ctx)
+	if err == nil {
+		err = k.validate()
+	}
+	if err != nil {
+		t.log.Warn("discover the kernel", "err", err)
+		return
+	}
+	t.setKernel(ctx, k)
+	t.rediscover = false
+	t.log.Info("kernel discovered", "base", fmt.Sprintf("%#x", k.KernBase), "build", k.Build,
+		"kdbg", fmt.Sprintf("%#x", k.KDBG))
 }
 
 // Kernel returns the kernel facts in use.
@@ -138,6 +158,7 @@ func (t *Target) NumberProcessors() int { return t.m.CPUCount() }
 func (t *Target) GetVersion(ctx context.Context) (*kdproto.GetVersion64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.ensureKernel(ctx)
 	if t.k == nil {
 		return nil, errNoKernel
 	}
@@ -213,7 +234,7 @@ func (t *Target) kprcb(ctx context.Context, cpu int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return pcr + t.k.pcrContainedPrcb(), nil
+	return pcr + t.k.pcrContainedPrcb(), nil // nil-safe: defaults without a kernel
 }
 
 // currentThread reads KPRCB.CurrentThread of cpu. Callers hold t.mu.
