@@ -225,7 +225,7 @@ func TestStateChangeRoundTrip(t *testing.T) {
 	// A break-in report built from typed fields lands at the reference offsets.
 	sc := &StateChange{NewState: StateChangeException, ProcessorLevel: 6, NumberProcessors: 2, Thread: 0xffffd00012345080,
 		ProgramCounter: 0xfffff80412345670,
-		U: &Exception64{ExceptionCode: StatusBreakpoint, ExceptionAddress: 0xfffff80412345670, NumberParameters: 1, FirstChance: 1},
+		U:              &Exception64{ExceptionCode: StatusBreakpoint, ExceptionAddress: 0xfffff80412345670, NumberParameters: 1, FirstChance: 1},
 		ControlReport: ControlReportAMD64{Dr6: 0xFFFF0FF0, Dr7: 0x400, EFlags: 0x202, InstructionCount: 16,
 			ReportFlags: ReportIncludesSegs | ReportStandardCS, InstructionStream: [16]byte{0xcc, 0xc3}, SegCs: 0x10, SegDs: 0x2b, SegEs: 0x2b, SegFs: 0x53}}
 	b, err := sc.MarshalBinary()

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"unicode"
+	"unicode/utf16"
 )
 
 // Describe returns a JSON-ready view of the packet for tools such as `kdstub kdnet decode`: "type" (name),
@@ -170,13 +171,13 @@ func snake(s string) string {
 
 // utf16z decodes a little-endian UTF-16 string up to its NUL (bounded by the input length).
 func utf16z(b []byte) string {
-	var r []rune
+	u := make([]uint16, 0, len(b)/2)
 	for i := 0; i+1 < len(b); i += 2 {
-		c := rune(b[i]) | rune(b[i+1])<<8
+		c := uint16(b[i]) | uint16(b[i+1])<<8
 		if c == 0 {
 			break
 		}
-		r = append(r, c)
+		u = append(u, c)
 	}
-	return string(r)
+	return string(utf16.Decode(u))
 }

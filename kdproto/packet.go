@@ -1,5 +1,3 @@
-// Package kdproto is the KD wire protocol: packets and the structures they carry, KD serial framing, KDNET,
-// and the session state machines of both roles. It knows nothing about QEMU or Windows internals.
 package kdproto
 
 import "context"

@@ -138,6 +138,29 @@ func TestPortIO(t *testing.T) {
 	require.Error(t, err)
 }
 
+func TestResetIsReported(t *testing.T) {
+	q := qemutest.Start(t, qemutest.Options{})
+	m := q.Connect(t, qemuqmp.Config{})
+	ctx := testCtx(t, 30*time.Second)
+	bootToMainLoop(t, ctx, m, q.Guest)
+	require.NoError(t, m.Reset(ctx))
+	for {
+		select {
+		case ev := <-m.Events():
+			if ev.Reason != qemuqmp.StopReset {
+				continue
+			}
+			r, err := m.Registers(ctx, 0)
+			require.NoError(t, err)
+			require.EqualValues(t, 0xfff0, r.RIP, "back at the reset vector")
+			require.Zero(t, r.CR0&amd64.CR0PG)
+			return
+		case <-ctx.Done():
+			t.Fatal("no reset event")
+		}
+	}
+}
+
 func TestReverseRefusedOutsideReplay(t *testing.T) {
 	q := qemutest.Start(t, qemutest.Options{})
 	m := q.Connect(t, qemuqmp.Config{})

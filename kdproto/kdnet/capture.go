@@ -78,7 +78,11 @@ func NewCaptureReader(r io.Reader) (*CaptureReader, error) {
 		if err := checkPcapng(data); err != nil {
 			return nil, err
 		}
-		ng, err := pcapgo.NewNgReader(bytes.NewReader(data), pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		var ng *pcapgo.NgReader
+		err := guard(func() (err error) {
+			ng, err = pcapgo.NewNgReader(bytes.NewReader(data), pcapgo.NgReaderOptions{WantMixedLinkType: true})
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("open pcapng: %w", err)
 		}
@@ -103,6 +107,18 @@ func NewCaptureReader(r io.Reader) (*CaptureReader, error) {
 	return nil, fmt.Errorf("%w: magic % x", ErrCaptureFormat, magic)
 }
 
+// guard turns a panic inside the pcap library into an error. The library indexes option values and divides
+// by header-derived time scales without checking them, so a hostile file can make it panic; the decoder must
+// report that file as corrupt instead.
+func guard(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: pcap library failed on malformed input: %v", ErrCaptureCorrupt, r)
+		}
+	}()
+	return f()
+}
+
 func isPcapMagic(m []byte) bool {
 	for _, want := range [][]byte{
 		{0xd4, 0xc3, 0xb2, 0xa1}, {0xa1, 0xb2, 0xc3, 0xd4}, // microsecond, LE / BE
@@ -120,7 +136,12 @@ func (c *CaptureReader) Next() (*Frame, error) {
 	if c.n >= maxCaptureFrames {
 		return nil, fmt.Errorf("capture has more than %d frames", maxCaptureFrames)
 	}
-	data, ci, err := c.r.ReadPacketData()
+	var data []byte
+	var ci gopacket.CaptureInfo
+	err := guard(func() (err error) {
+		data, ci, err = c.r.ReadPacketData()
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, io.EOF) && len(data) == 0 {
 			return nil, io.EOF

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -177,4 +178,67 @@ func TestCaptureReaderRejects(t *testing.T) {
 	var out bytes.Buffer
 	_, err = DecodeCapture(context.Background(), bytes.NewReader(b[:len(b)-7]), ControlKey{}, &out)
 	require.Error(t, err)
+}
+
+// TestCaptureReaderHostileFraming: length fields that point past the data, or pcapng options the pcap library
+// would index out of range, are reported as corrupt instead of allocating or panicking.
+func TestCaptureReaderHostileFraming(t *testing.T) {
+	_, frames := synthConversation(t, "1.2.3.4")
+	pcap := writeCapture(t, false, false, frames[:1])
+	huge := append([]byte(nil), pcap...)
+	binary.LittleEndian.PutUint32(huge[pcapFileHeaderSize+8:], 0xfffffff0) // incl_len of record 1
+	_, err := NewCaptureReader(bytes.NewReader(huge))
+	require.ErrorIs(t, err, ErrCaptureCorrupt)
+
+	ng := writeCapture(t, true, false, frames[:1])
+	// Find the enhanced packet block and make its captured length absurd.
+	off := 0
+	for off+8 <= len(ng) {
+		typ, blen := binary.LittleEndian.Uint32(ng[off:]), int(binary.LittleEndian.Uint32(ng[off+4:]))
+		if typ == ngEnhancedPacket {
+			bad := append([]byte(nil), ng...)
+			binary.LittleEndian.PutUint32(bad[off+20:], 0x7ffffff0)
+			_, err := NewCaptureReader(bytes.NewReader(bad))
+			require.ErrorIs(t, err, ErrCaptureCorrupt)
+			break
+		}
+		require.Positive(t, blen)
+		off += blen
+	}
+	require.Less(t, off+8, len(ng), "no enhanced packet block found")
+
+	// An interface whose timestamp resolution is 10^-64 s: the library's divisor wraps to zero and it would
+	// divide by it for every packet. The reader must turn that into an error.
+	le := binary.LittleEndian
+	var b []byte
+	b = le.AppendUint32(b, ngSectionHeader)
+	b = le.AppendUint32(b, 28)
+	b = le.AppendUint32(b, ngByteOrderMagic)
+	b = le.AppendUint16(b, 1)
+	b = le.AppendUint16(b, 0)
+	b = le.AppendUint64(b, ^uint64(0))
+	b = le.AppendUint32(b, 28)
+	b = le.AppendUint32(b, 1)  // interface description block
+	b = le.AppendUint32(b, 32) // its length
+	b = le.AppendUint16(b, uint16(layers.LinkTypeEthernet))
+	b = le.AppendUint16(b, 0)
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint16(b, 9) // if_tsresol
+	b = le.AppendUint16(b, 1)
+	b = append(b, 64, 0, 0, 0) // 10^-64, padded
+	b = le.AppendUint32(b, 0)  // end of options
+	b = le.AppendUint32(b, 32)
+	b = le.AppendUint32(b, ngEnhancedPacket)
+	b = le.AppendUint32(b, 36)
+	b = le.AppendUint32(b, 0) // interface 0
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint32(b, 1) // timestamp
+	b = le.AppendUint32(b, 1) // captured
+	b = le.AppendUint32(b, 1) // original
+	b = append(b, 0xaa, 0, 0, 0)
+	b = le.AppendUint32(b, 36)
+	cr, err := NewCaptureReader(bytes.NewReader(b))
+	require.NoError(t, err)
+	_, err = cr.Next()
+	require.ErrorIs(t, err, ErrCaptureCorrupt)
 }

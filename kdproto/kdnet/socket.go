@@ -28,6 +28,12 @@ type inbound struct {
 	from netip.AddrPort
 }
 
+// rxItem is one delivery to ReadPacket: a packet, or a corrupt-packet report the session answers with RESEND.
+type rxItem struct {
+	p   *kdproto.Packet
+	err error
+}
+
 type writeReq struct {
 	p   *kdproto.Packet
 	res chan error
@@ -44,7 +50,7 @@ type socket struct {
 	stats   counters
 
 	in      chan inbound
-	packets chan *kdproto.Packet
+	packets chan rxItem
 	writes  chan writeReq
 	done    chan struct{} // closed when run returns
 	cancel  context.CancelFunc
@@ -66,7 +72,7 @@ func newSocket(conn net.PacketConn, k ControlKey, version uint8, lg *slog.Logger
 	return &socket{
 		conn: conn, log: lg, keys: NewKeys(k), version: version,
 		in:      make(chan inbound, inboxDepth),
-		packets: make(chan *kdproto.Packet, packetsDepth),
+		packets: make(chan rxItem, packetsDepth),
 		writes:  make(chan writeReq),
 		done:    make(chan struct{}),
 	}, nil
@@ -174,14 +180,20 @@ func (s *socket) rejected(from netip.AddrPort, err error) {
 // behind, the packet is dropped and counted, exactly as a lost datagram would be; the KD session retransmits.
 func (s *socket) deliver(payload []byte) {
 	p, err := decodePacket(payload)
+	item := rxItem{p: p}
 	if err != nil {
 		s.stats.badKD.Add(1)
 		s.log.Warn("KDNET data datagram carries an undecodable KD packet", "err", err, "len", len(payload))
-		return
+		if !errors.Is(err, kdproto.ErrCorruptPacket) {
+			return
+		}
+		// A bad checksum behind a valid HMAC is a sender bug, but KD's answer is the same as on serial: RESEND.
+		item = rxItem{err: err}
+	} else {
+		s.stats.accepted.Add(1)
 	}
-	s.stats.accepted.Add(1)
 	select {
-	case s.packets <- p:
+	case s.packets <- item:
 	default:
 		s.stats.overflow.Add(1)
 		s.log.Warn("KDNET receive queue full; KD packet dropped")
@@ -191,8 +203,8 @@ func (s *socket) deliver(payload []byte) {
 // ReadPacket returns the next KD packet from the peer (kdproto.Transport).
 func (s *socket) ReadPacket(ctx context.Context) (*kdproto.Packet, error) {
 	select {
-	case p := <-s.packets:
-		return p, nil
+	case it := <-s.packets:
+		return it.p, it.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-s.done:

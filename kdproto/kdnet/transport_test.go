@@ -86,6 +86,17 @@ func TestTransportClassicHandshakeAndData(t *testing.T) {
 	require.NoError(t, p.host.WritePacket(wctx, ack))
 	require.Equal(t, ack, readWithin(t, p.target, 2*time.Second))
 
+	// A data packet whose KD checksum is wrong (behind a valid HMAC) surfaces as a corrupt-packet report, which
+	// the session answers with RESEND.
+	bad := kdproto.NewDataPacket(kdproto.PacketTypeManipulate, 0x80000000, make([]byte, 56))
+	bad.Checksum++
+	require.NoError(t, p.host.WritePacket(wctx, bad))
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer rcancel()
+	_, err := p.target.ReadPacket(rctx)
+	require.ErrorIs(t, err, kdproto.ErrCorruptPacket)
+	require.Equal(t, uint64(1), p.target.Stats().BadKD)
+
 	// Keep-alive pokes keep coming (bound-host field set) and are not answered: still one handshake each side.
 	require.Eventually(t, func() bool { return p.host.Stats().Pokes >= 4 }, 3*time.Second, 20*time.Millisecond)
 	require.Equal(t, uint64(1), p.host.Stats().Handshakes)

@@ -91,7 +91,9 @@ func NewLossy(inner kdproto.Transport, rate float64, seed uint64) *Lossy {
 	return &Lossy{inner: inner, rate: rate, HoldFor: 20 * time.Millisecond, rng: rand.New(rand.NewPCG(seed, seed^0x9E3779B97F4A7C15))}
 }
 
-func (l *Lossy) ReadPacket(ctx context.Context) (*kdproto.Packet, error) { return l.inner.ReadPacket(ctx) }
+func (l *Lossy) ReadPacket(ctx context.Context) (*kdproto.Packet, error) {
+	return l.inner.ReadPacket(ctx)
+}
 
 func (l *Lossy) WritePacket(ctx context.Context, p *kdproto.Packet) error {
 	l.mu.Lock()

@@ -43,7 +43,7 @@ type Client struct {
 	running bool
 	stopSeq uint64 // counts stop replies, so Reconcile can tell a stale query-status answer
 	waiter  *waiter
-	orphans int // replies still owed to requests whose caller gave up; dropped on arrival
+	orphans int    // replies still owed to requests whose caller gave up; dropped on arrival
 	selG    string // thread selected for g/p/m; invalidated by every stop
 	phys    int    // PhyMemMode as last set: -1 unknown
 

@@ -107,6 +107,7 @@ func (k *Kernel) finish(ctx context.Context, lg *slog.Logger) error {
 			}
 		}
 	}
+	k.preferSystemDTB(ctx)
 	// KdVersionBlock.
 	if va, blk := findVersionBlock(ctx, k); va != 0 {
 		k.KdVersionBlock, k.VersionBlock = va, blk
@@ -147,6 +148,26 @@ func (k *Kernel) finish(ctx context.Context, lg *slog.Logger) error {
 		return fmt.Errorf("kernel at %#x found but its anchors are incomplete: %v", k.Base, k.Warnings)
 	}
 	return nil
+}
+
+// preferSystemDTB switches the kernel view to System's own DirectoryTableBase when it maps the kernel too: a
+// CPU may have been stopped inside any process, and the self-map scan may have hit any process's tables.
+func (k *Kernel) preferSystemDTB(ctx context.Context) {
+	if k.PsInitialSystemProcess == 0 {
+		return
+	}
+	v, err := objects.ReadU64(ctx, k.Space, k.PsInitialSystemProcess+0x28) // KPROCESS.DirectoryTableBase
+	if err != nil || v&paging.DTBMask == k.DTB || v&paging.DTBMask == 0 {
+		return
+	}
+	sys := k.Space.WithDTB(v)
+	var mz [2]byte
+	if sys.ReadVirtual(ctx, k.Base, mz[:]) != nil || mz != [2]byte{'M', 'Z'} {
+		k.Warnings = append(k.Warnings, fmt.Sprintf("System DirectoryTableBase %#x does not map the kernel; keeping %#x", v, k.DTB))
+		return
+	}
+	k.method("DTB", fmt.Sprintf("System EPROCESS.DirectoryTableBase (kernel first found through %#x: %s)", k.DTB, k.Methods["DTB"]))
+	k.DTB, k.Space = sys.DTB(), sys
 }
 
 // getterNames are the exported accessors whose first instruction reveals an offset.

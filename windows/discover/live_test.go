@@ -21,8 +21,10 @@ func TestLiveQEMUDiscovery(t *testing.T) {
 		SMP: len(g.CPUs), MemoryMB: int(g.RAMSize >> 20), SharedRAM: true, Kernel: g.ELF, Running: true,
 	})
 	m := q.Connect(t, qemuqmp.Config{Logger: testLogger(t)})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Generous: TCG on a loaded 2-core CI machine is slow, and each QMP stop is a round trip through QEMU.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	wait := 500 * time.Millisecond
 
 	// Wait until every CPU runs kernel code (the boot stub has switched to the fixture's long-mode kernel).
 	for {
@@ -42,7 +44,8 @@ func TestLiveQEMUDiscovery(t *testing.T) {
 		}
 		require.NoError(t, ctx.Err(), "guest never reached its kernel loop\n%s", q.Stderr())
 		require.NoError(t, m.Continue(ctx))
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(wait)
+		wait = min(2*wait, 8*time.Second)
 	}
 	k, err := FromCPUs(ctx, testLogger(t), m, m)
 	require.NoError(t, err)

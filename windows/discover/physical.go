@@ -127,25 +127,9 @@ func FromPhysical(ctx context.Context, lg *slog.Logger, phys machine.PhysicalMem
 		if err := k.finish(ctx, lg); err != nil {
 			return k, err
 		}
-		if k.PsInitialSystemProcess != 0 && k.Offsets != nil {
-			// Prefer System's own DTB over whichever process's tables found the kernel.
-			if sys, err := objectsDTB(ctx, k); err == nil && sys != k.DTB {
-				k.DTB = sys
-				k.Space = paging.New(phys, sys, paging.ModeX64)
-				k.method("DTB", "System EPROCESS.DirectoryTableBase (after a physical self-map scan)")
-			}
-		}
 		return k, nil
 	}
 	return nil, fmt.Errorf("no ntoskrnl in the kernel window of %d DTB candidates: %w", len(dtbs), errors.Join(errs...))
-}
-
-func objectsDTB(ctx context.Context, k *Kernel) (uint64, error) {
-	var b [8]byte
-	if err := k.Space.ReadVirtual(ctx, k.PsInitialSystemProcess+uint64(k.Offsets.DirectoryTableBase), b[:]); err != nil {
-		return 0, err
-	}
-	return binary.LittleEndian.Uint64(b[:]) & paging.DTBMask, nil
 }
 
 // findKernelInWindow walks the mapped pages of the kernel image window for a validated ntoskrnl header.

@@ -26,7 +26,7 @@ var ErrGone = errors.New("machine gone")
 func (t *Target) Stopped(ctx context.Context) (*kdproto.StateChange, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.running || t.pending == nil {
+	if t.pending == nil || t.m.Running() {
 		return nil, nil
 	}
 	return t.pending, nil
@@ -35,8 +35,7 @@ func (t *Target) Stopped(ctx context.Context) (*kdproto.StateChange, error) {
 // Break implements kdproto.Target.
 func (t *Target) Break(ctx context.Context) error {
 	t.mu.Lock()
-	running := t.running && t.m.Running()
-	if !running {
+	if !t.m.Running() {
 		// Already stopped (e.g. paused by someone else, or a stop that raced the break-in): report the current
 		// state as a break-in without touching the machine.
 		if t.queued == nil {
