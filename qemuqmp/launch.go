@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -39,7 +40,10 @@ type LaunchConfig struct {
 	RRDisk     string
 
 	ExtraArgs []string
-	Stdout    io.Writer // QEMU's stdout/stderr; nil discards
+	// DieWithParent makes the kernel kill QEMU when the starting process dies (Linux PR_SET_PDEATHSIG), so a
+	// test binary killed by a timeout leaves no QEMU behind.
+	DieWithParent bool
+	Stdout        io.Writer // QEMU's stdout/stderr; nil discards
 	Stderr    io.Writer
 	Logger    *slog.Logger
 }
@@ -148,6 +152,9 @@ func Start(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 		}
 	}
 	cmd := exec.Command(bin, args...)
+	if cfg.DieWithParent {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	cmd.Stdout, cmd.Stderr = cfg.Stdout, cfg.Stderr
 	if cmd.Stderr == nil {
 		cmd.Stderr = io.Discard

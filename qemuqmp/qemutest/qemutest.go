@@ -62,7 +62,7 @@ func Start(t testing.TB, o Options) *QEMU {
 	}
 	cfg := qemuqmp.LaunchConfig{
 		Dir: q.Dir, Kernel: kernel, MemoryMB: o.MemoryMB, SMP: o.SMP, Accel: "tcg", Paused: !o.Running,
-		ExtraArgs: o.ExtraArgs, Stderr: q.stderr,
+		ExtraArgs: o.ExtraArgs, Stderr: q.stderr, DieWithParent: true,
 	}
 	if o.SharedRAM {
 		f, err := os.CreateTemp("/dev/shm", "kdstub-test-ram-*")
