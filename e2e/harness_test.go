@@ -61,6 +61,9 @@ func TestMain(m *testing.M) {
 	if guestDir != "" {
 		os.RemoveAll(guestDir)
 	}
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
 	os.Exit(code)
 }
 
@@ -106,8 +109,9 @@ func startStub(t testing.TB, cpus int) *stub {
 
 // debugger is the host end of one KD session to the stub.
 type debugger struct {
-	h   *kdproto.HostSession
-	srv chan error // the server's Serve result
+	h     *kdproto.HostSession
+	srv   chan error   // the server's Serve result
+	close func() error // closes the debugger's end of the transport (hang up)
 }
 
 // serveSession runs Serve on a target session in the background and returns a channel with its result.
@@ -150,7 +154,7 @@ func (s *stub) attachSerial(t testing.TB, ctx context.Context, network string) *
 		t.Fatal("no serial connection accepted")
 	}
 	t.Cleanup(func() { ttr.Close() })
-	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDCOM)}
+	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDCOM), close: htr.Close}
 	d.srv = s.serveSession(ctx, kdproto.NewTarget(ttr, kdproto.Config{Dialect: kdproto.DialectKDCOM, Logger: testLogger()}))
 	return d
 }
@@ -180,7 +184,7 @@ func (s *stub) attachKDNET(t testing.TB, ctx context.Context, targetMode bool) *
 	case <-ctx.Done():
 		t.Fatal("KDNET handshake did not complete")
 	}
-	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDNET)}
+	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDNET), close: htr.Close}
 	d.srv = s.serveSession(ctx, kdproto.NewTarget(ttr, kdproto.Config{Dialect: kdproto.DialectKDNET}))
 	return d
 }

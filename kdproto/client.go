@@ -62,6 +62,8 @@ const (
 	kdbgMaxSize = 0x1000
 	// KUserSharedDataKernel is KUSER_SHARED_DATA's fixed kernel VA; WinDbg reads it at attach.
 	KUserSharedDataKernel = 0xFFFFF78000000000
+	// attachBreakInWait is how long one break-in (or RESET) waits for a stop before the other is tried.
+	attachBreakInWait = 3 * time.Second
 	// resetResendWait is how long Attach waits for the state change a target re-sends after RESET.
 	resetResendWait = 2 * time.Second
 )
@@ -94,11 +96,11 @@ func (c *Client) NumberProcessors() int {
 }
 
 // Attach performs WinDbg's attach sequence (kd-protocol.md §8.1/§8.2): break in, RESET (the target re-sends its
-// stop), GetVersion, the debugger data list → KDBG header → KDBG body, the loaded-module list, KUSER_SHARED_DATA,
-// RestoreBreakPoint 1..0x20, GetContextEx (GetContext on "unsupported") and ReadControlSpace(KSPECIAL). The
+// stop), GetVersion, the debugger data list → KDBG header → KDBG body, the loaded-module list, RestoreBreakPoint
+// 1..0x20, KUSER_SHARED_DATA, GetContextEx (GetContext on "unsupported") and ReadControlSpace(KSPECIAL). The
 // transport's own handshake (KDNET poke/response) has happened by the time the first packet goes out.
 func (c *Client) Attach(ctx context.Context) error {
-	sc, err := c.s.BreakIn(ctx)
+	sc, err := c.stopTarget(ctx)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
@@ -122,14 +124,15 @@ func (c *Client) Attach(ctx context.Context) error {
 		return fmt.Errorf("attach: %w", err)
 	}
 	c.walkModules(ctx)
-	// WinDbg reads KUSER_SHARED_DATA (time, version fields); a failure is not fatal (frame 188 of the capture).
-	if _, err := c.ReadVirtual(ctx, KUserSharedDataKernel+0x14, 0x80); err != nil {
-		c.log.Debug("attach: KUSER_SHARED_DATA unreadable", "err", err)
-	}
+	// WinDbg releases every breakpoint handle a previous session may have left (they fail on a fresh target).
 	for h := uint32(1); h <= AttachBreakpointProbes; h++ {
 		if err := c.RestoreBreakPoint(ctx, h); err != nil && !isStatusErr(err) {
 			return fmt.Errorf("attach: %w", err)
 		}
+	}
+	// Then it reads KUSER_SHARED_DATA (time, version fields); a failure is not fatal (frame 188 of the capture).
+	if _, err := c.ReadVirtual(ctx, KUserSharedDataKernel+0x14, 0x80); err != nil {
+		c.log.Debug("attach: KUSER_SHARED_DATA unreadable", "err", err)
 	}
 	if _, err := c.GetContext(ctx, c.Processor()); err != nil {
 		return fmt.Errorf("attach: %w", err)
@@ -138,6 +141,35 @@ func (c *Client) Attach(ctx context.Context) error {
 		return fmt.Errorf("attach: %w", err)
 	}
 	return nil
+}
+
+// stopTarget gets the target's stop: break-in for a running target; a target already stopped in the debugger
+// ignores break-ins and re-sends its pending stop on RESET instead, so the two alternate (as some clients do
+// during their initial handshake, kd-protocol.md §8.3) until one works or ctx ends.
+func (c *Client) stopTarget(ctx context.Context) (*StateChange, error) {
+	for {
+		bctx, cancel := context.WithTimeout(ctx, attachBreakInWait)
+		sc, err := c.s.BreakIn(bctx)
+		cancel()
+		if err == nil {
+			return sc, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrSessionClosed) {
+			return nil, err
+		}
+		c.log.Debug("attach: no stop after break-in, sending RESET", "err", err)
+		rctx, cancel := context.WithTimeout(ctx, attachBreakInWait)
+		if err := c.s.Reset(rctx); err == nil {
+			sc, err = c.s.WaitStateChange(rctx)
+		}
+		cancel()
+		if err == nil {
+			return sc, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func isStatusErr(err error) bool {

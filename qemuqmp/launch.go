@@ -22,6 +22,8 @@ import (
 type LaunchConfig struct {
 	Binary    string // default "qemu-system-x86_64"
 	Dir       string // where the QMP and gdbstub sockets are created (required; use a per-run temp dir)
+	QMPSocket string // optional explicit socket paths; default Dir/qmp.sock and Dir/gdb.sock
+	GDBSocket string
 	Kernel    string // multiboot ELF32 passed with -kernel (optional)
 	MemoryMB  int    // default 128
 	SMP       int    // default 1
@@ -44,8 +46,8 @@ type LaunchConfig struct {
 	// test binary killed by a timeout leaves no QEMU behind.
 	DieWithParent bool
 	Stdout        io.Writer // QEMU's stdout/stderr; nil discards
-	Stderr    io.Writer
-	Logger    *slog.Logger
+	Stderr        io.Writer
+	Logger        *slog.Logger
 }
 
 // Process is a running QEMU.
@@ -60,7 +62,7 @@ type Process struct {
 	once sync.Once
 }
 
-// Args builds the command line for cfg (without the binary).
+// args builds the command line for cfg (without the binary) and returns the socket paths.
 func (cfg LaunchConfig) args() ([]string, string, string, error) {
 	if cfg.Dir == "" {
 		return nil, "", "", errors.New("launch qemu: LaunchConfig.Dir is required")
@@ -81,8 +83,13 @@ func (cfg LaunchConfig) args() ([]string, string, string, error) {
 	if machine == "" {
 		machine = "pc"
 	}
-	qmpSock := filepath.Join(cfg.Dir, "qmp.sock")
-	gdbSock := filepath.Join(cfg.Dir, "gdb.sock")
+	qmpSock, gdbSock := cfg.QMPSocket, cfg.GDBSocket
+	if qmpSock == "" {
+		qmpSock = filepath.Join(cfg.Dir, "qmp.sock")
+	}
+	if gdbSock == "" {
+		gdbSock = filepath.Join(cfg.Dir, "gdb.sock")
+	}
 	a := []string{
 		"-accel", accel, "-nodefaults", "-display", "none", "-serial", "none", "-monitor", "none",
 		"-m", strconv.Itoa(mem) + "M", "-smp", strconv.Itoa(smp),

@@ -228,7 +228,16 @@ func (m *Machine) Monitor(ctx context.Context, hmp string) (string, error) {
 		return "", err
 	}
 	out, err := m.qmp.HMP(ctx, hmp)
-	return out, m.wrap(err)
+	if err != nil {
+		return out, m.wrap(err)
+	}
+	// The command may have resumed the VM ("cont", "c", "system_wakeup"…), which the gdbstub is not told;
+	// settle the run state now rather than when the RESUME event gets processed, so that the next call does
+	// not send a gdb packet into a running VM.
+	if err := m.gdb.Reconcile(ctx, m.qmp.Running); err != nil {
+		return out, m.wrap(err)
+	}
+	return out, nil
 }
 
 // QMP exposes the QMP client for commands the Machine does not wrap (query-replay, replay-break, …).
@@ -286,6 +295,19 @@ func (m *Machine) ReadVirtual(ctx context.Context, cpu int, va uint64, buf []byt
 		return 0, err
 	}
 	n, err := m.gdb.ReadMemory(ctx, t, va, buf, false)
+	return n, m.wrap(err)
+}
+
+// WriteVirtual writes through cpu's page tables and returns how many leading bytes were written.
+func (m *Machine) WriteVirtual(ctx context.Context, cpu int, va uint64, buf []byte) (int, error) {
+	t, err := m.thread(cpu)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.alive(); err != nil {
+		return 0, err
+	}
+	n, err := m.gdb.WriteMemory(ctx, t, va, buf, false)
 	return n, m.wrap(err)
 }
 

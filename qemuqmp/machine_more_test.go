@@ -81,7 +81,7 @@ func TestInterruptWhileRunningAndExternalCont(t *testing.T) {
 	// A cont through the monitor is invisible to the gdbstub; the Machine must still know the VM runs.
 	_, err = m.Monitor(ctx, "cont")
 	require.NoError(t, err)
-	require.Eventually(t, m.Running, 5*time.Second, 5*time.Millisecond)
+	require.True(t, m.Running(), "known as soon as Monitor returns")
 	require.NoError(t, m.Stop(ctx))
 	require.Equal(t, qemuqmp.StopInterrupted, nextStop(t, ctx, m).Reason)
 	require.Greater(t, readU64(t, ctx, m, g.Phys(t, "counter")), c1)

@@ -91,6 +91,17 @@ func TestTinyGuestRegisters(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 8, n)
 	require.Equal(t, qemutest.GuestKPCRMarker, string(marker))
+
+	// Virtual writes land at the physical alias; an unmapped VA is an error with nothing written.
+	n, err = m.WriteVirtual(ctx, 0, r.GSBase+16, []byte("virt"))
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
+	got := make([]byte, 4)
+	require.NoError(t, m.ReadPhysical(ctx, g.Phys(t, "kpcr")+16, got))
+	require.Equal(t, "virt", string(got))
+	n, err = m.ReadVirtual(ctx, 0, 0x40000000, got)
+	require.Error(t, err)
+	require.Zero(t, n)
 }
 
 func TestBreakpointStepOverAndRehit(t *testing.T) {

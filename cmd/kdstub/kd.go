@@ -86,7 +86,11 @@ func runKD(ctx context.Context, lg *slog.Logger, out io.Writer, o kdOptions) err
 	err = client.Attach(actx)
 	acancel()
 	if err != nil {
-		return fmt.Errorf("kd: %w", err)
+		if client.Stop != nil {
+			// Do not leave the guest frozen behind a debugger that could not attach.
+			_ = client.Continue2(ctx, kdproto.ContinueOptions{})
+		}
+		return fmt.Errorf("kd: %w", &attachError{err})
 	}
 	eng, err := debugger.New(ctx, client, out, debugger.Options{JSON: o.JSON, Logger: lg.With("layer", "debugger")})
 	if err != nil {
@@ -180,3 +184,9 @@ func kdTransport(ctx context.Context, lg *slog.Logger, o kdOptions) (kdproto.Tra
 	}
 	return h, kdproto.DialectKDNET, nil
 }
+
+// attachError marks a failure to attach (the target may simply not be up yet).
+type attachError struct{ err error }
+
+func (e *attachError) Error() string { return e.err.Error() }
+func (e *attachError) Unwrap() error { return e.err }

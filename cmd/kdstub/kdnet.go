@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -22,7 +23,7 @@ func kdnetCommand() *cli.Command {
 			{
 				Name:      "decode",
 				Usage:     "decrypt a pcap/pcapng capture (optionally .gz) and print one JSON line per UDP datagram",
-				ArgsUsage: "FILE",
+				ArgsUsage: "FILE (- for standard input)",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "key", Aliases: []string{"k"}, Required: true, Usage: "KDNET key w.x.y.z"},
 				},
@@ -52,13 +53,17 @@ func kdnetDecode(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--key: %w", err)
 	}
-	f, err := os.Open(c.Args().First())
-	if err != nil {
-		return fmt.Errorf("kdnet decode: %w", err)
+	var in io.Reader = os.Stdin
+	if name := c.Args().First(); name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("kdnet decode: %w", err)
+		}
+		defer f.Close()
+		in = f
 	}
-	defer f.Close()
 	w := bufio.NewWriter(c.App.Writer)
-	s, err := kdnet.DecodeCapture(c.Context, f, key, w)
+	s, err := kdnet.DecodeCapture(c.Context, in, key, w)
 	if ferr := w.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write output: %w", ferr)
 	}

@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/kdstub/kdstub/windows/discover"
+	"github.com/kdstub/kdstub/windows/machine"
 	"github.com/kdstub/kdstub/windows/objects"
 	"github.com/kdstub/kdstub/windows/pe"
 )
@@ -29,7 +30,7 @@ func lmCommand() *cli.Command {
 				return fmt.Errorf("lm: %w", err)
 			}
 			defer g.close()
-			mods, err := listModules(c, g.kernel)
+			mods, err := listModules(c, g)
 			if err != nil && len(mods) == 0 {
 				return fmt.Errorf("lm: %w", err)
 			}
@@ -49,11 +50,12 @@ func lmCommand() *cli.Command {
 	}
 }
 
-func listModules(c *cli.Context, k *discover.Kernel) ([]lmModule, error) {
+func listModules(c *cli.Context, g *guest) ([]lmModule, error) {
 	ctx := c.Context
+	k := g.kernel
 	var mods []objects.Module
 	var err error
-	space := k.Space
+	var space machine.VirtualMemory = k.Space
 	if c.IsSet("pid") {
 		if k.Offsets == nil {
 			return nil, fmt.Errorf("process offsets unknown: %v", k.Warnings)
@@ -68,8 +70,17 @@ func listModules(c *cli.Context, k *discover.Kernel) ([]lmModule, error) {
 		if proc == nil {
 			return nil, fmt.Errorf("no process with pid %d (%v)", c.Uint64("pid"), perr)
 		}
-		space = k.Space.WithDTB(proc.DTB)
+		if k.Paging == nil {
+			return nil, fmt.Errorf("per-process modules need physical memory; %s has none", "this source")
+		}
+		space = k.Paging.WithDTB(proc.DTB)
 		mods, err = objects.UserModules(ctx, space, proc.PEB, proc.Wow64PEB)
+	} else if g.triage != nil {
+		// A triage dump holds the driver list as a copy, not the linked list.
+		for _, d := range g.triage.Drivers {
+			mods = append(mods, objects.Module{Base: d.DllBase, Size: d.SizeOfImage, Name: baseName(d.Name),
+				FullName: d.Name, TimeDateStamp: d.TimeDateStamp})
+		}
 	} else {
 		mods, err = objects.KernelModules(ctx, k.Space, k.PsLoadedModuleList)
 	}
@@ -83,4 +94,11 @@ func listModules(c *cli.Context, k *discover.Kernel) ([]lmModule, error) {
 		}
 	}
 	return out, err
+}
+
+func baseName(path string) string {
+	if i := strings.LastIndexAny(path, `\/`); i >= 0 {
+		return path[i+1:]
+	}
+	return path
 }

@@ -32,6 +32,13 @@ func psCommand() *cli.Command {
 				return fmt.Errorf("ps: process list unavailable: %v", k.Warnings)
 			}
 			procs, err := objects.Processes(c.Context, k.Space, k.PsActiveProcessHead, k.Offsets)
+			if err != nil && g.triage != nil && g.triage.Process.Present() {
+				// A triage dump keeps only the crashing thread's process.
+				var p objects.Process
+				if p, err = objects.ReadProcess(c.Context, k.Space, g.triage.Process.VA, k.Offsets); err == nil {
+					procs = []objects.Process{p}
+				}
+			}
 			if err != nil && len(procs) == 0 {
 				return fmt.Errorf("ps: %w", err)
 			}

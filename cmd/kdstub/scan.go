@@ -49,7 +49,12 @@ func printScan(w io.Writer, g *guest) error {
 	if k.PDBKey != "" {
 		fmt.Fprintf(tw, "PDB\t%s\t\n", k.PDBKey)
 	}
-	row("KdVersionBlock", hex(k.KdVersionBlock), "KdVersionBlock")
+	if k.PsNtosImageBase != 0 {
+		row("PsNtosImageBase", hex(k.PsNtosImageBase), "PsNtosImageBase")
+	}
+	if k.KdVersionBlock != 0 {
+		row("KdVersionBlock", hex(k.KdVersionBlock), "KdVersionBlock")
+	}
 	row("KDBG", fmt.Sprintf("%#x (size %#x, encoded %v)", k.KDBG, len(k.KDBGPlaintext), k.KDBGEncoded), "KDBG")
 	if k.KdpDataBlockEncoded != 0 {
 		row("KdpDataBlockEncoded", hex(k.KdpDataBlockEncoded), "KdCopyDataBlock")

@@ -36,6 +36,7 @@ type guest struct {
 	kernel *discover.Kernel
 	source string
 	close  func()
+	triage *dump.Triage // set for triage dumps, whose lists are not in the dump; their copies stand in
 }
 
 // openGuest opens the source the flags name and runs discovery.
@@ -129,9 +130,22 @@ func openDump(ctx context.Context, lg *slog.Logger, path string) (*guest, error)
 	if err != nil {
 		return nil, err
 	}
+	if d.Header().DumpType == dump.TypeTriage {
+		tri, err := d.Triage()
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		k, err := discover.FromTriage(ctx, lg, d)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		return &guest{kernel: k, source: "triage dump " + path, close: func() { d.Close() }, triage: tri}, nil
+	}
 	if !d.HasPhysical() {
 		d.Close()
-		return nil, fmt.Errorf("%s is a %s dump without physical memory; scan/ps/lm need a full or kernel dump", path, d.Header().DumpType)
+		return nil, fmt.Errorf("%s is a %s dump without physical memory", path, d.Header().DumpType)
 	}
 	k, err := discover.FromDTB(ctx, lg, d, d.Header().DTB, "crash dump header DirectoryTableBase")
 	if err != nil {
@@ -171,10 +185,4 @@ func (p *progressBar) finish() {
 	if p.on && p.last >= 0 {
 		fmt.Fprintln(p.w)
 	}
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kdstub/kdstub/fixtures/winguest"
+	"github.com/kdstub/kdstub/internal/shareddata"
 )
 
 func runKdstub(t *testing.T, args ...string) string {
@@ -39,16 +40,19 @@ func TestScanPsLmOnFixtureImage(t *testing.T) {
 		require.Contains(t, out, fmt.Sprintf("%#x", uint64(m.KDBG.Address)))
 
 		var k struct {
-			Base uint64 `json:"base"`
-			KDBG uint64 `json:"kdbg"`
+			Base string `json:"base"`
+			KDBG string `json:"kdbg"`
 			CPUs []struct {
-				KPCR uint64 `json:"kpcr"`
+				KPCR string `json:"kpcr"`
 			} `json:"cpus"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(runKdstub(t, append([]string{"scan", "--json"}, args...)...)), &k))
-		require.Equal(t, uint64(m.KernelBase), k.Base)
-		require.Equal(t, uint64(m.KDBG.Address), k.KDBG)
+		require.Equal(t, fmt.Sprintf("%#x", uint64(m.KernelBase)), k.Base, "addresses are hex strings in JSON")
+		require.Equal(t, fmt.Sprintf("%#x", uint64(m.KDBG.Address)), k.KDBG)
 		require.Len(t, k.CPUs, len(m.CPUs))
+		for i, c := range m.CPUs {
+			require.Equal(t, fmt.Sprintf("%#x", uint64(c.KPCR)), k.CPUs[i].KPCR)
+		}
 
 		ps := runKdstub(t, append([]string{"ps"}, args...)...)
 		for _, p := range m.Processes {
@@ -84,4 +88,22 @@ func TestScanPsLmOnFixtureImage(t *testing.T) {
 			require.True(t, strings.Contains(lmu, um.Name), "lm --pid %d lacks %s:\n%s", user.PID, um.Name, lmu)
 		}
 	}
+}
+
+func TestScanPsLmOnTriageDump(t *testing.T) {
+	path := shareddata.Require(t, "testdata/dumps/win10-19041-x64-triage.dmp")
+	out := runKdstub(t, "scan", "--memory", path)
+	require.Contains(t, out, "0xfffff8047ba00000")
+	require.Contains(t, out, "0xfffff8047c600b20")
+	ps := runKdstub(t, "ps", "--memory", path)
+	require.Contains(t, ps, "System")
+	var mods []struct {
+		Name string `json:"name"`
+		Base string `json:"base"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(runKdstub(t, "lm", "--json", "--memory", path)), &mods))
+	require.Len(t, mods, 151)
+	require.Equal(t, "ntoskrnl.exe", mods[0].Name)
+	require.Equal(t, "0xfffff8047ba00000", mods[0].Base)
+	require.Equal(t, "hal.dll", mods[1].Name)
 }

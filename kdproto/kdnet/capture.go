@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/gopacket"
+	"github.com/google/gopacket/ip4defrag"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 )
@@ -25,6 +26,9 @@ const maxCaptureFrames = 10_000_000
 type Frame struct {
 	N    int // 1-based frame number, counting every frame in the file (as Wireshark does)
 	Time time.Time
+	// Reassembled says the datagram came in IPv4 fragments; N is then the frame that completed it, and the
+	// other fragments' frames yield Frames with UDP false.
+	Reassembled bool
 	// UDP is true when the frame holds a UDP datagram; Src, Dst and Payload are set only then.
 	UDP      bool
 	Src, Dst netip.AddrPort
@@ -40,7 +44,13 @@ type CaptureReader struct {
 	r        packetReader
 	linkType func(ci gopacket.CaptureInfo) layers.LinkType
 	n        int
+	// defrag reassembles IPv4 fragments: a KD memory read answer (up to ~4 KB) exceeds a 1500-byte MTU, so
+	// real captures carry big datagrams as fragments.
+	defrag *ip4defrag.IPv4Defragmenter
 }
+
+// fragmentMaxAge bounds how long (in capture time) an incomplete fragmented datagram is kept.
+const fragmentMaxAge = 30 * time.Second
 
 // MaxCaptureSize bounds the (decompressed) capture NewCaptureReader accepts; it is read into memory whole so
 // that its structure can be checked before the pcap library allocates buffers from length fields.
@@ -86,7 +96,7 @@ func NewCaptureReader(r io.Reader) (*CaptureReader, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open pcapng: %w", err)
 		}
-		return &CaptureReader{r: ng, linkType: func(ci gopacket.CaptureInfo) layers.LinkType {
+		return &CaptureReader{r: ng, defrag: ip4defrag.NewIPv4Defragmenter(), linkType: func(ci gopacket.CaptureInfo) layers.LinkType {
 			if len(ci.AncillaryData) > 0 {
 				if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
 					return lt
@@ -102,7 +112,7 @@ func NewCaptureReader(r io.Reader) (*CaptureReader, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open pcap: %w", err)
 		}
-		return &CaptureReader{r: pr, linkType: func(gopacket.CaptureInfo) layers.LinkType { return pr.LinkType() }}, nil
+		return &CaptureReader{r: pr, defrag: ip4defrag.NewIPv4Defragmenter(), linkType: func(gopacket.CaptureInfo) layers.LinkType { return pr.LinkType() }}, nil
 	}
 	return nil, fmt.Errorf("%w: magic % x", ErrCaptureFormat, magic)
 }
@@ -155,17 +165,32 @@ func (c *CaptureReader) Next() (*Frame, error) {
 	f := &Frame{N: c.n, Time: ci.Timestamp}
 	pkt := gopacket.NewPacket(data, c.linkType(ci), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
 	var src, dst netip.Addr
+	transport := pkt.TransportLayer()
 	switch ip := pkt.NetworkLayer().(type) {
 	case *layers.IPv4:
 		src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
 		dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
+		if ip.Flags&layers.IPv4MoreFragments != 0 || ip.FragOffset != 0 {
+			if c.n%1000 == 0 {
+				c.defrag.DiscardOlderThan(ci.Timestamp.Add(-fragmentMaxAge))
+			}
+			var whole *layers.IPv4
+			if err := guard(func() (err error) {
+				whole, err = c.defrag.DefragIPv4WithTimestamp(ip, ci.Timestamp)
+				return err
+			}); err != nil || whole == nil || whole.Protocol != layers.IPProtocolUDP {
+				return f, nil // a fragment that completes nothing (yet), or a bad one: no datagram
+			}
+			f.Reassembled = true
+			transport = gopacket.NewPacket(whole.Payload, layers.LayerTypeUDP, gopacket.Default).TransportLayer()
+		}
 	case *layers.IPv6:
 		src, _ = netip.AddrFromSlice(ip.SrcIP)
 		dst, _ = netip.AddrFromSlice(ip.DstIP)
 	default:
 		return f, nil
 	}
-	udp, ok := pkt.TransportLayer().(*layers.UDP)
+	udp, ok := transport.(*layers.UDP)
 	if !ok {
 		return f, nil
 	}

@@ -242,3 +242,70 @@ func TestCaptureReaderHostileFraming(t *testing.T) {
 	_, err = cr.Next()
 	require.ErrorIs(t, err, ErrCaptureCorrupt)
 }
+
+// fragmentIPv4 splits one Ethernet/IPv4/UDP frame into IPv4 fragments carrying at most mtu bytes of IP payload.
+func fragmentIPv4(t *testing.T, frame []byte, mtu int, id uint16) [][]byte {
+	t.Helper()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	eth := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	body := ip.Payload // UDP header + data
+	var out [][]byte
+	for off := 0; off < len(body); off += mtu {
+		end := min(off+mtu, len(body))
+		frag := *ip
+		frag.Id, frag.FragOffset, frag.Flags = id, uint16(off/8), 0
+		if end < len(body) {
+			frag.Flags = layers.IPv4MoreFragments
+		}
+		e := *eth
+		out = append(out, serialize(t, []gopacket.SerializableLayer{&e, &frag, gopacket.Payload(body[off:end])}))
+	}
+	return out
+}
+
+func TestDecodeCaptureReassemblesFragments(t *testing.T) {
+	k, frames := synthConversation(t, "frag.ment.1.2")
+	keys := NewKeys(k)
+	resp, _ := (&Response{Nonce: [32]byte{1}, HostRandom: [32]byte{9}}).MarshalBinary()
+	dk, err := DeriveDataKey(k, resp)
+	require.NoError(t, err)
+	keys.SetDataKey(dk)
+	text := string(bytes.Repeat([]byte("0123456789abcdef"), 200))
+	body, err := kdproto.EncodeBody(kdproto.NewPrintString(0, text))
+	require.NoError(t, err)
+	kd, err := kdproto.NewDataPacket(kdproto.PacketTypeDebugIO, 4, body).MarshalBinary()
+	require.NoError(t, err)
+	big, err := keys.Seal(&Datagram{Version: Version5, Channel: ChannelData, Seq: 2, Payload: kd})
+	require.NoError(t, err)
+	require.Greater(t, len(big), 3000)
+
+	// Frames: handshake (2), then the big datagram in 3 fragments delivered out of order.
+	var raw [][]byte
+	for _, f := range frames[:2] {
+		raw = append(raw, ethUDP(t, f))
+	}
+	frags := fragmentIPv4(t, ethUDP(t, synthFrame{src: frames[0].src, dst: frames[0].dst, payload: big}), 1480, 77)
+	require.Len(t, frags, 3)
+	raw = append(raw, frags[1], frags[0], frags[2])
+
+	var pcap bytes.Buffer
+	w := pcapgo.NewWriter(&pcap)
+	require.NoError(t, w.WriteFileHeader(65535, layers.LinkTypeEthernet))
+	for i, b := range raw {
+		require.NoError(t, w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(int64(i), 0), CaptureLength: len(b), Length: len(b)}, b))
+	}
+	var out bytes.Buffer
+	s, err := DecodeCapture(context.Background(), &pcap, k, &out)
+	require.NoError(t, err)
+	require.Equal(t, Summary{Frames: 5, Datagrams: 3, Verified: 3}, s)
+	var last Line
+	dec := json.NewDecoder(&out)
+	for dec.More() {
+		require.NoError(t, dec.Decode(&last))
+	}
+	require.Equal(t, 5, last.N)
+	require.True(t, last.Reassembled)
+	require.Equal(t, len(big), last.Len)
+	require.Equal(t, text, last.KD["text"])
+}

@@ -16,19 +16,20 @@ const maxDataKeys = 8
 // Line is the JSON record `kdstub kdnet decode` prints for one UDP datagram. Fields that could not be
 // determined (a datagram that is not KDNET, or fails to verify) keep their zero value, and Error says why.
 type Line struct {
-	N        int            `json:"n"`
-	Time     string         `json:"time"`
-	Src      string         `json:"src"`
-	Dst      string         `json:"dst"`
-	Len      int            `json:"len"`
-	Version  uint8          `json:"version"`
-	Channel  string         `json:"channel"`
-	Seq      uint64         `json:"seq"`
-	FromHost bool           `json:"from_host"`
-	Pad      uint8          `json:"pad"`
-	Verified bool           `json:"verified"`
-	KD       map[string]any `json:"kd,omitempty"`
-	Error    string         `json:"error,omitempty"`
+	N           int            `json:"n"`
+	Time        string         `json:"time"`
+	Src         string         `json:"src"`
+	Dst         string         `json:"dst"`
+	Len         int            `json:"len"`
+	Reassembled bool           `json:"reassembled,omitempty"` // the datagram came in IPv4 fragments
+	Version     uint8          `json:"version"`
+	Channel     string         `json:"channel"`
+	Seq         uint64         `json:"seq"`
+	FromHost    bool           `json:"from_host"`
+	Pad         uint8          `json:"pad"`
+	Verified    bool           `json:"verified"`
+	KD          map[string]any `json:"kd,omitempty"`
+	Error       string         `json:"error,omitempty"`
 }
 
 // Decoder turns captured KDNET datagrams into Lines. It follows the handshakes it sees (every verified host
@@ -54,7 +55,8 @@ type Summary struct {
 
 // Decode builds the line for one UDP datagram. It never fails: problems end up in Line.Error.
 func (d *Decoder) Decode(f *Frame) Line {
-	l := Line{N: f.N, Time: f.Time.UTC().Format(time.RFC3339Nano), Src: f.Src.String(), Dst: f.Dst.String(), Len: len(f.Payload)}
+	l := Line{N: f.N, Time: f.Time.UTC().Format(time.RFC3339Nano), Src: f.Src.String(), Dst: f.Dst.String(),
+		Len: len(f.Payload), Reassembled: f.Reassembled}
 	version, ch, err := PeekHeader(f.Payload)
 	if err != nil {
 		l.Error = err.Error()

@@ -250,7 +250,7 @@ func (s *socket) Stats() Stats { return s.stats.snapshot() }
 // LocalAddr is the bound socket address (useful when binding port 0).
 func (s *socket) LocalAddr() netip.AddrPort { return addrPortOf(s.conn.LocalAddr()) }
 
-// nonceSource wraps the random source so that read failures surface with context.
+// readRandom fills b from r, wrapping a failure with context.
 func readRandom(r io.Reader, b []byte) error {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return fmt.Errorf("read %d random bytes: %w", len(b), err)

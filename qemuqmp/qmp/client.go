@@ -10,9 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/kdstub/kdstub/qemuqmp/internal/dial"
 )
 
 // ErrGone means the QMP connection is closed (QEMU exited, was killed, or Close was called).
@@ -51,9 +52,7 @@ type Client struct {
 // Dial connects to addr ("unix:/path", "tcp:host:port", "host:port" or a socket path), reads the greeting and
 // negotiates capabilities.
 func Dial(ctx context.Context, addr string, log *slog.Logger) (*Client, error) {
-	network, address := splitAddr(addr)
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, address)
+	conn, err := dial.Dial(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial qmp %s: %w", addr, err)
 	}
@@ -62,18 +61,6 @@ func Dial(ctx context.Context, addr string, log *slog.Logger) (*Client, error) {
 		return nil, fmt.Errorf("qmp %s: %w", addr, err)
 	}
 	return c, nil
-}
-
-func splitAddr(addr string) (string, string) {
-	switch {
-	case strings.HasPrefix(addr, "unix:"):
-		return "unix", strings.TrimPrefix(addr, "unix:")
-	case strings.HasPrefix(addr, "tcp:"):
-		return "tcp", strings.TrimPrefix(addr, "tcp:")
-	case strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "."):
-		return "unix", addr
-	}
-	return "tcp", addr
 }
 
 // NewClient runs the greeting and capabilities negotiation over conn and starts the reader.
@@ -290,7 +277,11 @@ func (c *Client) Execute(ctx context.Context, cmd string, args any) (json.RawMes
 		return nil, fmt.Errorf("encode %s: %w", cmd, err)
 	}
 	c.wmu.Lock()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetWriteDeadline(dl)
+	}
 	_, err = c.conn.Write(append(b, '\n'))
+	_ = c.conn.SetWriteDeadline(time.Time{})
 	c.wmu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("%w: write %s: %v", ErrGone, cmd, err)

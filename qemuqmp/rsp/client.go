@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kdstub/kdstub/qemuqmp/internal/dial"
 )
 
 // Client errors.
@@ -70,14 +72,9 @@ type waiter struct {
 // the handshake: drain the stop QEMU sends when a client attaches to a running VM, qSupported, target.xml,
 // Qqemu.sstep=0x7 and Qqemu.PhyMemMode:0 (both are global and survive reconnects, so they are always set).
 func Dial(ctx context.Context, addr string, log *slog.Logger) (*Client, error) {
-	network, address := SplitAddr(addr)
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, address)
+	conn, err := dial.Dial(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial gdbstub %s: %w", addr, err)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
 	}
 	c, err := NewClient(ctx, conn, log)
 	if err != nil {
@@ -87,17 +84,7 @@ func Dial(ctx context.Context, addr string, log *slog.Logger) (*Client, error) {
 }
 
 // SplitAddr turns "unix:/p", "tcp:h:p", "h:p" or "/p" into a network and address for net.Dial.
-func SplitAddr(addr string) (string, string) {
-	switch {
-	case strings.HasPrefix(addr, "unix:"):
-		return "unix", strings.TrimPrefix(addr, "unix:")
-	case strings.HasPrefix(addr, "tcp:"):
-		return "tcp", strings.TrimPrefix(addr, "tcp:")
-	case strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "."):
-		return "unix", addr
-	}
-	return "tcp", addr
-}
+func SplitAddr(addr string) (string, string) { return dial.Split(addr) }
 
 // NewClient runs the handshake over an established connection and starts the reader.
 func NewClient(ctx context.Context, conn net.Conn, log *slog.Logger) (*Client, error) {
@@ -431,9 +418,15 @@ func (c *Client) acquire(ctx context.Context) error {
 
 func (c *Client) release() { <-c.tx }
 
-func (c *Client) write(b []byte) error {
+// write sends raw bytes, bounded by ctx's deadline. A failed or partial write leaves the stream in an unknown
+// state, so it ends the connection.
+func (c *Client) write(ctx context.Context, b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetWriteDeadline(dl)
+		defer c.conn.SetWriteDeadline(time.Time{})
+	}
 	if _, err := c.conn.Write(b); err != nil {
 		err = fmt.Errorf("%w: write: %v", ErrGone, err)
 		c.shutdown(err)
@@ -463,7 +456,7 @@ func (c *Client) exchangeLocked(ctx context.Context, packets []string, stopOK, r
 	for _, p := range packets {
 		buf = append(buf, Encode([]byte(p))...)
 	}
-	if err := c.write(buf); err != nil {
+	if err := c.write(ctx, buf); err != nil {
 		return nil, nil, err
 	}
 	select {
@@ -591,7 +584,7 @@ func (c *Client) resume(ctx context.Context, packet string) error {
 	c.running = true // before the write: the stop reply may beat us back
 	c.selG = ""
 	c.mu.Unlock()
-	return c.write(Encode([]byte(packet)))
+	return c.write(ctx, Encode([]byte(packet)))
 }
 
 // Interrupt sends the 0x03 break-in if the VM runs; the stop arrives on Stops. It is a no-op when stopped:
@@ -603,7 +596,9 @@ func (c *Client) Interrupt() error {
 	if !run {
 		return nil
 	}
-	return c.write([]byte{0x03})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.write(ctx, []byte{0x03})
 }
 
 // Step single-steps the given vCPU (the others stay stopped; IRQs and timers are masked by sstep=0x7) and

@@ -158,3 +158,16 @@ func TestInterruptAndRunningGuard(t *testing.T) {
 	_, err = c.Request(ctx, "g")
 	require.NoError(t, err)
 }
+
+func TestSplitAddr(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"unix:/run/gdb.sock": {"unix", "/run/gdb.sock"},
+		"/run/gdb.sock":      {"unix", "/run/gdb.sock"},
+		"./gdb.sock":         {"unix", "./gdb.sock"},
+		"tcp:127.0.0.1:1234": {"tcp", "127.0.0.1:1234"},
+		"localhost:1234":     {"tcp", "localhost:1234"},
+	} {
+		n, a := rsp.SplitAddr(in)
+		require.Equal(t, want, [2]string{n, a}, in)
+	}
+}

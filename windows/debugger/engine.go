@@ -162,6 +162,7 @@ func splitCommands(line string) []string {
 // run executes one command and prints its result (text, or one JSON object).
 func (e *Engine) run(ctx context.Context, cmd string) error {
 	var buf bytes.Buffer
+	prompt := e.Prompt()
 	data, err := e.dispatch(ctx, cmd, &buf)
 	quit := errors.Is(err, ErrQuit)
 	res := Result{Command: cmd, Output: buf.String(), Data: data}
@@ -175,10 +176,10 @@ func (e *Engine) run(ctx context.Context, cmd string) error {
 		}
 		fmt.Fprintf(e.out, "%s\n", b)
 	} else {
-		if !e.opts.JSON {
-			fmt.Fprintf(e.out, "%s%s\n", e.Prompt(), cmd)
+		fmt.Fprintf(e.out, "%s%s\n", prompt, cmd)
+		if _, werr := io.Copy(e.out, &buf); werr != nil {
+			return fmt.Errorf("write output: %w", werr)
 		}
-		io.Copy(e.out, &buf)
 		if res.Error != "" {
 			fmt.Fprintf(e.out, "%s\n", res.Error)
 		}

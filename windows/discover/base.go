@@ -72,3 +72,28 @@ func findBaseFromHandler(ctx context.Context, mem machine.VirtualMemory, handler
 	}
 	return nil, nil, "", fmt.Errorf("no ntoskrnl image within %d MiB below %#x: %w", maxBackwardScan>>20, handler, lastErr)
 }
+
+// findPsNtosImageBase looks for the qword holding the image's own base in its data sections (the hvmi check of
+// windows-internals §2.4: that variable is nt!PsNtosImageBase, in ALMOSTRO or .data). It returns its VA or 0.
+func findPsNtosImageBase(ctx context.Context, im *pe.Image) uint64 {
+	for _, name := range []string{"ALMOSTRO", ".data"} {
+		s, ok := im.Section(name)
+		if !ok {
+			continue
+		}
+		var hit uint64
+		forEachDataPage(ctx, im, s, func(rva uint32, page []byte) bool {
+			for off := 0; off+8 <= len(page); off += 8 {
+				if le64(page[off:]) == im.Base {
+					hit = im.Base + uint64(rva) + uint64(off)
+					return false
+				}
+			}
+			return true
+		})
+		if hit != 0 {
+			return hit
+		}
+	}
+	return 0
+}

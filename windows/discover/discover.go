@@ -37,7 +37,7 @@ func FromCPUs(ctx context.Context, lg *slog.Logger, phys machine.PhysicalMemory,
 	}
 	for _, v := range views {
 		for _, c := range dtbCandidates(ctx, v) {
-			k := &Kernel{Space: paging.New(phys, c.dtb, v.space.Mode()), DTB: c.dtb}
+			k := newKernel(paging.New(phys, c.dtb, v.space.Mode()))
 			idt, idtHow := v.regs.IDTRBase, "IDTR"
 			if !v.regs.Have.Has(amd64.HaveDescriptors) || idt == 0 {
 				var err error
@@ -108,6 +108,12 @@ func (k *Kernel) finish(ctx context.Context, lg *slog.Logger) error {
 		}
 	}
 	k.preferSystemDTB(ctx)
+	if va := findPsNtosImageBase(ctx, k.Image); va != 0 {
+		k.PsNtosImageBase = va
+		k.method("PsNtosImageBase", "first qword equal to the base in ALMOSTRO/.data (confirms the base)")
+	} else {
+		k.Warnings = append(k.Warnings, "no qword in ALMOSTRO/.data holds the kernel base (PsNtosImageBase)")
+	}
 	// KdVersionBlock.
 	if va, blk := findVersionBlock(ctx, k); va != 0 {
 		k.KdVersionBlock, k.VersionBlock = va, blk
@@ -153,21 +159,21 @@ func (k *Kernel) finish(ctx context.Context, lg *slog.Logger) error {
 // preferSystemDTB switches the kernel view to System's own DirectoryTableBase when it maps the kernel too: a
 // CPU may have been stopped inside any process, and the self-map scan may have hit any process's tables.
 func (k *Kernel) preferSystemDTB(ctx context.Context) {
-	if k.PsInitialSystemProcess == 0 {
+	if k.PsInitialSystemProcess == 0 || k.Paging == nil {
 		return
 	}
 	v, err := objects.ReadU64(ctx, k.Space, k.PsInitialSystemProcess+0x28) // KPROCESS.DirectoryTableBase
 	if err != nil || v&paging.DTBMask == k.DTB || v&paging.DTBMask == 0 {
 		return
 	}
-	sys := k.Space.WithDTB(v)
+	sys := k.Paging.WithDTB(v)
 	var mz [2]byte
 	if sys.ReadVirtual(ctx, k.Base, mz[:]) != nil || mz != [2]byte{'M', 'Z'} {
 		k.Warnings = append(k.Warnings, fmt.Sprintf("System DirectoryTableBase %#x does not map the kernel; keeping %#x", v, k.DTB))
 		return
 	}
 	k.method("DTB", fmt.Sprintf("System EPROCESS.DirectoryTableBase (kernel first found through %#x: %s)", k.DTB, k.Methods["DTB"]))
-	k.DTB, k.Space = sys.DTB(), sys
+	k.DTB, k.Space, k.Paging = sys.DTB(), sys, sys
 }
 
 // getterNames are the exported accessors whose first instruction reveals an offset.

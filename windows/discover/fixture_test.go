@@ -51,6 +51,7 @@ func checkAgainstManifest(t *testing.T, k *Kernel, m *winguest.Manifest) {
 	require.Equal(t, h(m.Symbols["PsLoadedModuleList"]), k.PsLoadedModuleList)
 	require.Equal(t, h(m.Symbols["PsActiveProcessHead"]), k.PsActiveProcessHead)
 	require.Equal(t, h(m.Symbols["KiProcessorBlock"]), k.KiProcessorBlock)
+	require.Equal(t, h(m.Symbols["PsNtosImageBase"]), k.PsNtosImageBase)
 	if va, ok := m.Symbols["KdCopyDataBlock"]; ok && k.KdpDataBlockEncoded != 0 {
 		_ = va
 		require.Equal(t, h(m.KDBG.KdpDataBlockEncoded), k.KdpDataBlockEncoded)
@@ -85,7 +86,7 @@ func checkAgainstManifest(t *testing.T, k *Kernel, m *winguest.Manifest) {
 			require.Equal(t, h(wt.TEB), threads[j].TEB)
 		}
 		if len(want.Modules) > 0 {
-			mods, err := objects.UserModules(context.Background(), k.Space.WithDTB(got.DTB), got.PEB, got.Wow64PEB)
+			mods, err := objects.UserModules(context.Background(), k.Paging.WithDTB(got.DTB), got.PEB, got.Wow64PEB)
 			require.NoError(t, err, "modules of %s", want.Name)
 			require.Len(t, mods, len(want.Modules))
 			for j, wm := range want.Modules {

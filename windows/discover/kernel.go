@@ -6,6 +6,7 @@ package discover
 
 import (
 	"github.com/kdstub/kdstub/windows/kdbg"
+	"github.com/kdstub/kdstub/windows/machine"
 	"github.com/kdstub/kdstub/windows/objects"
 	"github.com/kdstub/kdstub/windows/paging"
 	"github.com/kdstub/kdstub/windows/pe"
@@ -22,8 +23,11 @@ type CPU struct {
 
 // Kernel is everything discovery established.
 type Kernel struct {
-	Space *paging.AddressSpace `json:"-"` // kernel address space (System's DTB)
-	DTB   uint64               `json:"dtb"`
+	// Space reads kernel virtual memory: Paging when discovery ran over physical memory, or a dump's
+	// VA-addressed blocks (triage dumps, where Paging is nil).
+	Space  machine.VirtualMemory `json:"-"`
+	Paging *paging.AddressSpace  `json:"-"` // kernel address space (System's DTB); nil for triage dumps
+	DTB    uint64                `json:"dtb"`
 
 	Base     uint64       `json:"base"`
 	Size     uint32       `json:"size"`
@@ -55,6 +59,7 @@ type Kernel struct {
 	KiProcessorBlock       uint64 `json:"kiProcessorBlock"`
 	KeNumberProcessors     uint32 `json:"keNumberProcessors"`
 	PteBase                uint64 `json:"pteBase,omitempty"`
+	PsNtosImageBase        uint64 `json:"psNtosImageBase,omitempty"` // address of the variable holding Base
 
 	CPUs    []CPU            `json:"cpus"`
 	Offsets *objects.Offsets `json:"offsets"`
@@ -62,6 +67,11 @@ type Kernel struct {
 	// Methods says, per fact, how it was established; Warnings lists checks that failed without being fatal.
 	Methods  map[string]string `json:"methods"`
 	Warnings []string          `json:"warnings,omitempty"`
+}
+
+// newKernel starts a Kernel whose memory is a page-table view.
+func newKernel(space *paging.AddressSpace) *Kernel {
+	return &Kernel{Space: space, Paging: space, DTB: space.DTB()}
 }
 
 func (k *Kernel) method(fact, how string) {

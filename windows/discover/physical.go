@@ -147,7 +147,8 @@ func findKernelInWindow(ctx context.Context, space *paging.AddressSpace) (*Kerne
 				lastErr = err
 				continue
 			}
-			found = &Kernel{Space: space, DTB: space.DTB(), Image: im, Exports: ex, Base: im.Base, Size: im.SizeOfImage}
+			found = newKernel(space)
+			found.Image, found.Exports, found.Base, found.Size = im, ex, im.Base, im.SizeOfImage
 			found.method("Base", "walk of the kernel window's mappings for MZ; validated by "+how)
 			return false
 		}

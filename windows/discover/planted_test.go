@@ -101,7 +101,8 @@ func TestRealKDBGReencodedAndPlantedIsFound(t *testing.T) {
 		write(rva, kdbg.Encode(plain, keys))
 		im, err := pe.Open(context.Background(), space, base)
 		require.NoError(t, err)
-		k := &Kernel{Space: space, Base: base, Image: im}
+		k := newKernel(space)
+		k.Base, k.Image = base, im
 		sec, ok := im.Section(".data")
 		require.True(t, ok)
 		va, got, cand := scanDataForKDBG(context.Background(), k, sec)

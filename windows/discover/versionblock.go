@@ -7,10 +7,15 @@ import (
 	"github.com/kdstub/kdstub/windows/pe"
 )
 
+// maxSectionScan bounds how much of one (guest-described, so possibly hostile) section a scan visits; the
+// largest ntoskrnl section, PAGE, is about 4 MiB.
+const maxSectionScan = 64 << 20
+
 // forEachDataPage calls fn for every resident page of a section, in order, with the page's RVA and bytes.
 func forEachDataPage(ctx context.Context, im *pe.Image, s pe.Section, fn func(rva uint32, page []byte) bool) {
 	buf := make([]byte, 0x1000)
-	for rva := s.VirtualAddress; rva-s.VirtualAddress < s.Size(); rva += 0x1000 {
+	size := min(s.Size(), maxSectionScan)
+	for rva := s.VirtualAddress; rva-s.VirtualAddress < size && rva >= s.VirtualAddress; rva += 0x1000 {
 		if ctx.Err() != nil {
 			return
 		}

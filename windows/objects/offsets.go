@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 
@@ -288,8 +289,57 @@ func DetectThreadListEntry(ctx context.Context, mem machine.VirtualMemory, eproc
 		proc, err := ReadU64(ctx, mem, kt+uint64(o.KThreadApcProcess))
 		if err == nil && proc == eprocess {
 			o.set("kthreadThreadListEntry", &o.KThreadThreadListEntry, off, "KPROCESS.ThreadListHead → KTHREAD with Type 6 and ApcState.Process == process")
+			if o.Methods["ethreadCid"] == "" || strings.HasPrefix(o.Methods["ethreadCid"], "per-build table") {
+				detectCid(ctx, mem, eprocess, o)
+			}
 			return nil
 		}
 	}
 	return errors.New("detect KTHREAD.ThreadListEntry: no offset in 0x100..0x800 fits")
+}
+
+// detectCid calibrates ETHREAD.Cid on a process's threads: the first 8-aligned offset (0x300..0x900) where every
+// thread (up to 8) holds CLIENT_ID {UniqueProcess == the process's pid, UniqueThread == a distinct plausible
+// thread id: non-zero, a multiple of 4, below 2^24}. A per-build table value, when present, must agree.
+func detectCid(ctx context.Context, mem machine.VirtualMemory, eprocess uint64, o *Offsets) {
+	pid, err := ReadU64(ctx, mem, eprocess+uint64(o.UniqueProcessID))
+	if err != nil {
+		return
+	}
+	var threads []uint64
+	_ = WalkList(ctx, mem, eprocess+uint64(o.KProcessThreadListHead), 8, 8, func(link uint64) error {
+		threads = append(threads, link-uint64(o.KThreadThreadListEntry))
+		return nil
+	})
+	if len(threads) == 0 {
+		return
+	}
+	for off := uint32(0x300); off < 0x900; off += 8 {
+		seen := map[uint64]bool{}
+		ok := true
+		for _, kt := range threads {
+			buf := make([]byte, 16)
+			if mem.ReadVirtual(ctx, kt+uint64(off), buf) != nil {
+				ok = false
+				break
+			}
+			p, tid := binary.LittleEndian.Uint64(buf), binary.LittleEndian.Uint64(buf[8:])
+			if p != pid || tid == 0 || tid%4 != 0 || tid >= 1<<24 || seen[tid] {
+				ok = false
+				break
+			}
+			seen[tid] = true
+		}
+		if !ok {
+			continue
+		}
+		method := fmt.Sprintf("scan of %d thread(s): CLIENT_ID {pid, plausible tid}", len(threads))
+		if o.EThreadCid != 0 && o.EThreadCid != off {
+			method += fmt.Sprintf(" (disagrees with the table's %#x)", o.EThreadCid)
+		} else if o.EThreadCid == off {
+			method += "; confirmed by the per-build table"
+		}
+		o.set("ethreadCid", &o.EThreadCid, off, method)
+		return
+	}
 }

@@ -121,7 +121,8 @@ func Threads(ctx context.Context, mem machine.VirtualMemory, eprocess uint64, o 
 			}
 		}
 		if o.KThreadNextProcessor != 0 {
-			t.CPU, _ = ReadU32(ctx, mem, kt+uint64(o.KThreadNextProcessor))
+			cpu, _ := ReadU32(ctx, mem, kt+uint64(o.KThreadNextProcessor))
+			t.CPU = cpu & 0x7FFFFFFF // NextProcessor is a 31-bit field
 		}
 		if o.EThreadCid != 0 {
 			t.PID, _ = ReadU64(ctx, mem, kt+uint64(o.EThreadCid))

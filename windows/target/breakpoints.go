@@ -164,3 +164,29 @@ func (t *Target) matchDR(cpu int, addr uint64, exec bool) int {
 	}
 	return -1
 }
+
+// Watch arms an emulator watchpoint of any length the machine accepts (64 KiB and more under TCG). It is a
+// kdstub extension for tools that talk to the Target directly: DR7, the only way KD expresses data
+// breakpoints, cannot describe more than 8 bytes. A hit is reported like a debug-register hit whose slot is
+// unknown (STATUS_SINGLE_STEP, no DR6 B0..B3 bit).
+func (t *Target) Watch(ctx context.Context, kind BreakpointKind, addr, length uint64) error {
+	if kind != WatchWrite && kind != WatchRead && kind != WatchAccess {
+		return fmt.Errorf("watch: kind %s is not a watchpoint", kind)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.m.AddBreakpoint(ctx, Breakpoint{Kind: kind, Addr: addr, Len: length}); err != nil {
+		return fmt.Errorf("watch %#x bytes at %#x: %w", length, addr, err)
+	}
+	return nil
+}
+
+// Unwatch removes a watchpoint armed by Watch.
+func (t *Target) Unwatch(ctx context.Context, kind BreakpointKind, addr, length uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.m.RemoveBreakpoint(ctx, Breakpoint{Kind: kind, Addr: addr, Len: length}); err != nil {
+		return fmt.Errorf("unwatch %#x bytes at %#x: %w", length, addr, err)
+	}
+	return nil
+}

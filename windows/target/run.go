@@ -90,6 +90,12 @@ func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {
 			t.mu.Unlock()
 			continue
 		}
+		if t.m.Running() {
+			// A stop reported before the latest resume (someone else's Stop, or one that raced a breakpoint):
+			// the guest runs again, so it is not the stop we wait for.
+			t.log.Debug("stale stop event ignored", "reason", ev.Reason, "cpu", ev.CPU)
+			continue
+		}
 		t.mu.Lock()
 		sc, err := t.onStop(ctx, ev)
 		t.mu.Unlock()

@@ -84,6 +84,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	for i := range t.dr {
 		t.dr[i] = resetDebugRegs()
 	}
+	t.drainEvents() // stops from before this target existed are not its business
 	k := cfg.Kernel
 	if k == nil {
 		if cfg.Discoverer == nil {

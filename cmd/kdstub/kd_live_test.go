@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kdstub/kdstub/fixtures/winguest"
+	"github.com/kdstub/kdstub/kdproto"
+	"github.com/kdstub/kdstub/kdproto/kdnet"
+	"github.com/kdstub/kdstub/kdproto/kdtest"
+)
+
+// liveStub is a fixture guest under real QEMU served by `kdstub serve` over loopback KDNET (target= mode), all
+// started through the CLI's own code paths.
+type liveStub struct {
+	dir  string
+	addr string
+	key  string
+	m    *winguest.Manifest
+}
+
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"qemu-system-x86_64"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required under CI", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+func startLiveStub(t *testing.T, cpus int) *liveStub {
+	t.Helper()
+	requireQEMU(t)
+	dir := filepath.Join(t.TempDir(), "guest")
+	var out syncBuffer
+	require.NoError(t, runCLI(context.Background(), &out, "fixture", "build", "--out", dir, "--cpus", fmt.Sprint(cpus), "--no-disk"))
+	m, err := winguest.Load(dir)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	runCtx, runCancel := context.WithCancel(ctx)
+	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir)
+	t.Cleanup(func() { require.NoError(t, run.stop(runCancel)) })
+	require.NoError(t, run.waitFor(ctx, "fixture run", "pid="))
+
+	port, err := freeUDPPort()
+	require.NoError(t, err)
+	key, err := kdnet.Generate(rand.Reader)
+	require.NoError(t, err)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	serveCtx, serveCancel := context.WithCancel(ctx)
+	srv := startSubcommand(serveCtx, "serve", "--qmp", "unix:"+filepath.Join(dir, "qmp.sock"),
+		"--gdb", "unix:"+filepath.Join(dir, "gdb.sock"), "--kdnet-listen", addr, "--key", key.String())
+	t.Cleanup(func() { require.NoError(t, srv.stop(serveCancel)) }) // runs before the QEMU stop (LIFO)
+	require.NoError(t, srv.waitFor(ctx, "serve", "listening on"))
+	ls := &liveStub{dir: dir, addr: addr, key: key.String(), m: m}
+	ls.waitBooted(t)
+	return ls
+}
+
+// waitBooted waits until the guest is in long mode (the stub can describe its kernel), attaching and detaching.
+func (ls *liveStub) waitBooted(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, done := ls.connect(t, ctx, nil)
+		err := c.Attach(ctx)
+		if c.Stop != nil {
+			_ = c.Continue2(ctx, kdproto.ContinueOptions{})
+		}
+		done()
+		cancel()
+		if err == nil {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "guest never became attachable: %v", err)
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// connect opens a KDNET host session to the stub, optionally recording its packets; done ends it.
+func (ls *liveStub) connect(t *testing.T, ctx context.Context, rec **kdtest.Recorder) (*kdproto.Client, func()) {
+	t.Helper()
+	key, err := kdnet.ParseKey(ls.key)
+	require.NoError(t, err)
+	target := netip.MustParseAddrPort(ls.addr)
+	h, err := kdnet.NewHost(ctx, kdnet.HostConfig{Key: key, Target: target, Local: netip.AddrPortFrom(target.Addr(), 0)})
+	require.NoError(t, err)
+	var tr kdproto.Transport = h
+	if rec != nil {
+		*rec = kdtest.NewRecorder(h)
+		tr = *rec
+	}
+	hs := kdproto.NewHost(tr, kdproto.Config{Dialect: kdproto.DialectKDNET})
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = hs.Run(rctx); close(done) }()
+	return kdproto.NewClient(hs, nil), func() { cancel(); <-done; h.Close() }
+}
+
+// kd runs `kdstub kd` in-process against the stub with JSON output and returns one result per command.
+func (ls *liveStub) kd(t *testing.T, script string) []kdResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var out syncBuffer
+	require.NoError(t, runCLI(ctx, &out, "kd", "--kdnet-target", ls.addr, "--key", ls.key, "--json", "-c", script))
+	return parseKDResults(t, out.String())
+}
