@@ -1,6 +1,3 @@
-// Package qemuqmp is kdstub's access to a QEMU guest: the Machine facade over the QMP client, the gdbstub
-// client and the RAM backends, plus Start, which launches qemu-system-x86_64 for tests, the fixture runner
-// and the demo. It knows QEMU's behaviour (../../shared/docs/qemu.md) and nothing about Windows.
 package qemuqmp
 
 import (

@@ -82,9 +82,12 @@ func TestInterruptWhileRunningAndExternalCont(t *testing.T) {
 	_, err = m.Monitor(ctx, "cont")
 	require.NoError(t, err)
 	require.True(t, m.Running(), "known as soon as Monitor returns")
+	require.Eventually(t, func() bool { return readU64(t, ctx, m, g.Phys(t, "counter")) > c1 }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, m.Stop(ctx))
 	require.Equal(t, qemuqmp.StopInterrupted, nextStop(t, ctx, m).Reason)
-	require.Greater(t, readU64(t, ctx, m, g.Phys(t, "counter")), c1)
+	c2 := readU64(t, ctx, m, g.Phys(t, "counter"))
+	time.Sleep(50 * time.Millisecond)
+	require.Equal(t, c2, readU64(t, ctx, m, g.Phys(t, "counter")), "really stopped")
 
 	// Stop on a stopped VM is a no-op, not a hang.
 	require.NoError(t, m.Stop(ctx))

@@ -139,13 +139,21 @@ func runDemo(ctx context.Context, lg *slog.Logger, out io.Writer, cpus int, asJS
 	fmt.Fprintln(out, "== starting QEMU (fixture run)")
 	runCtx, runCancel := context.WithCancel(ctx)
 	defer runCancel()
-	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir)
+	ramFile := demoRAMFile(tmp)
+	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir, "--ram-file", ramFile)
 	defer func() {
 		if serr := run.stop(runCancel); serr != nil && err == nil {
 			err = fmt.Errorf("demo: stop QEMU: %w", serr)
 		}
 	}()
 	if err := run.waitFor(ctx, "fixture run", "pid="); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+
+	bootCtx, bootCancel := context.WithTimeout(ctx, 60*time.Second)
+	err = waitGuestBooted(bootCtx, ramFile, m)
+	bootCancel()
+	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 
@@ -162,7 +170,7 @@ func runDemo(ctx context.Context, lg *slog.Logger, out io.Writer, cpus int, asJS
 	serveCtx, serveCancel := context.WithCancel(ctx)
 	defer serveCancel()
 	srv := startSubcommand(serveCtx, "serve", "--qmp", "unix:"+filepath.Join(dir, "qmp.sock"),
-		"--gdb", "unix:"+filepath.Join(dir, "gdb.sock"), "--kdnet-listen", addr, "--key", key.String())
+		"--gdb", "unix:"+filepath.Join(dir, "gdb.sock"), "--ram-file", ramFile, "--kdnet-listen", addr, "--key", key.String())
 	defer func() {
 		if serr := srv.stop(serveCancel); serr != nil && err == nil {
 			err = fmt.Errorf("demo: stop serve: %w", serr)
@@ -174,8 +182,7 @@ func runDemo(ctx context.Context, lg *slog.Logger, out io.Writer, cpus int, asJS
 
 	script := fmt.Sprintf(demoScript, m.Loop.Function)
 	fmt.Fprintf(out, "== kdstub kd --kdnet-target %s --key %s -c %q\n", addr, key, script)
-	// The guest needs a moment under TCG to reach long mode; until then the stub cannot describe a kernel, and
-	// the attach is retried, as a user would.
+	// The guest has booted; should the first attach still fail (a slow machine), it is retried as a user would.
 	for attempt := 1; ; attempt++ {
 		err := runKD(ctx, lg, out, kdOptions{KDNETTarget: addr, Key: key.String(), Commands: script, JSON: asJSON,
 			AttachTimeout: 30 * time.Second})

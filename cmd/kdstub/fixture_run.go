@@ -42,7 +42,8 @@ func fixtureRun(c *cli.Context) error {
 	if c.IsSet("record") && c.IsSet("replay") {
 		return errors.New("fixture run: --record and --replay exclude each other")
 	}
-	runDir, err := os.MkdirTemp(g.Dir, "run-")
+	// QEMU's sockets go to a short private directory (unix socket paths are limited to 108 bytes).
+	runDir, err := os.MkdirTemp("", "kdstub-fixture-")
 	if err != nil {
 		return fmt.Errorf("fixture run: %w", err)
 	}

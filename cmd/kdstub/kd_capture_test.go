@@ -95,7 +95,9 @@ func windbgRequests(t *testing.T) []capturedRequest {
 //     depends on the guest (module count, name lengths, whether a debugger data list exists — the boot debugger
 //     of the capture has none);
 //   - a GetContext directly after a GetContextEx is dropped when refusedEx says the GetContextEx was refused: it
-//     is the documented fallback (kd-protocol.md §8.2), taken only by targets without GetContextEx.
+//     is the documented fallback (kd-protocol.md §8.2), taken only by targets without GetContextEx;
+//   - a request repeated at once under a new id counts once (WinDbg re-issued GetContext in the RESEND/RESET
+//     episode, frames 194/197); RestoreBreakPoint runs are exempt, since their count (0x20) is compared.
 func attachSignature(apis []uint32, refusedEx bool) []string {
 	var sig []string
 	for i, a := range apis {
@@ -107,6 +109,8 @@ func attachSignature(apis []uint32, refusedEx bool) []string {
 			}
 			name = "ReadVirtual+"
 		case a == kdproto.APIGetContext && refusedEx && i > 0 && apis[i-1] == kdproto.APIGetContextEx:
+			continue
+		case a != kdproto.APIRestoreBreakPoint && i > 0 && apis[i-1] == a:
 			continue
 		}
 		sig = append(sig, name)

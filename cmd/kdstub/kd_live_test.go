@@ -51,10 +51,16 @@ func startLiveStub(t *testing.T, cpus int) *liveStub {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
+	ramFile := demoRAMFile(t.TempDir())
 	runCtx, runCancel := context.WithCancel(ctx)
-	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir)
-	t.Cleanup(func() { require.NoError(t, run.stop(runCancel)) })
+	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir, "--ram-file", ramFile)
+	t.Cleanup(func() {
+		require.NoError(t, run.stop(runCancel))
+		_, err := os.Stat(ramFile)
+		require.True(t, os.IsNotExist(err), "RAM file %s left behind", ramFile)
+	})
 	require.NoError(t, run.waitFor(ctx, "fixture run", "pid="))
+	require.NoError(t, waitGuestBooted(ctx, ramFile, m))
 
 	port, err := freeUDPPort()
 	require.NoError(t, err)
@@ -63,33 +69,10 @@ func startLiveStub(t *testing.T, cpus int) *liveStub {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	serveCtx, serveCancel := context.WithCancel(ctx)
 	srv := startSubcommand(serveCtx, "serve", "--qmp", "unix:"+filepath.Join(dir, "qmp.sock"),
-		"--gdb", "unix:"+filepath.Join(dir, "gdb.sock"), "--kdnet-listen", addr, "--key", key.String())
+		"--gdb", "unix:"+filepath.Join(dir, "gdb.sock"), "--ram-file", ramFile, "--kdnet-listen", addr, "--key", key.String())
 	t.Cleanup(func() { require.NoError(t, srv.stop(serveCancel)) }) // runs before the QEMU stop (LIFO)
 	require.NoError(t, srv.waitFor(ctx, "serve", "listening on"))
-	ls := &liveStub{dir: dir, addr: addr, key: key.String(), m: m}
-	ls.waitBooted(t)
-	return ls
-}
-
-// waitBooted waits until the guest is in long mode (the stub can describe its kernel), attaching and detaching.
-func (ls *liveStub) waitBooted(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		c, done := ls.connect(t, ctx, nil)
-		err := c.Attach(ctx)
-		if c.Stop != nil {
-			_ = c.Continue2(ctx, kdproto.ContinueOptions{})
-		}
-		done()
-		cancel()
-		if err == nil {
-			return
-		}
-		require.True(t, time.Now().Before(deadline), "guest never became attachable: %v", err)
-		time.Sleep(500 * time.Millisecond)
-	}
+	return &liveStub{dir: dir, addr: addr, key: key.String(), m: m}
 }
 
 // connect opens a KDNET host session to the stub, optionally recording its packets; done ends it.

@@ -103,17 +103,25 @@ func TestKDLive(t *testing.T) {
 		res := ls.kd(t, fmt.Sprintf("version; lm; !process 0 0; db %#x L80; !db %#x L40; u nt!%s L%d; rdmsr c0000080; !pcr",
 			kdbgVA, uint64(m.KernelCR3), m.Loop.Function, len(m.Loop.Disassembly["function"])))
 
-		v := decode[map[string]any](t, result(t, res, 0, "version"))
-		require.EqualValues(t, m.Build, v["build"])
-		require.EqualValues(t, 2, v["processors"])
+		v := decode[struct {
+			Build      int
+			Processors int
+			KernBase   uint64
+		}](t, result(t, res, 0, "version"))
+		require.Equal(t, m.Build, v.Build)
+		require.Equal(t, 2, v.Processors)
+		require.Equal(t, uint64(m.KernelBase), v.KernBase)
 		require.Contains(t, res[0].Output, fmt.Sprintf("Kernel Version %d MP (2 procs)", m.Build))
 
-		mods := decode[[]map[string]any](t, result(t, res, 1, "lm"))
+		mods := decode[[]struct {
+			Start, End uint64
+			File       string
+		}](t, result(t, res, 1, "lm"))
 		require.Len(t, mods, len(m.KernelModules))
 		for i, km := range m.KernelModules {
-			require.Equal(t, km.Name, mods[i]["file"])
-			require.EqualValues(t, uint64(km.Base), uint64(mods[i]["start"].(float64)))
-			require.EqualValues(t, uint64(km.Base+km.Size), uint64(mods[i]["end"].(float64)))
+			require.Equal(t, km.Name, mods[i].File)
+			require.Equal(t, uint64(km.Base), mods[i].Start)
+			require.Equal(t, uint64(km.Base+km.Size), mods[i].End)
 			require.Contains(t, res[1].Output, fmtKD(uint64(km.Base))+" "+fmtKD(uint64(km.Base+km.Size)))
 		}
 
@@ -166,10 +174,10 @@ func TestKDLive(t *testing.T) {
 		loop, next := uint64(m.Symbols["KiFixtureLoop"]), fn
 		res := ls.kd(t, "bp nt!"+m.Loop.Function+"; g; r; k; t; p; bc *")
 		result(t, res, 0, "bp nt!"+m.Loop.Function)
-		stop := decode[map[string]any](t, result(t, res, 1, "g"))
-		require.EqualValues(t, 0, stop["breakpoint"])
-		require.Equal(t, fn, uint64(stop["pc"].(float64)))
-		require.Equal(t, "nt!"+m.Loop.Function, stop["symbol"])
+		stop := decode[stopData](t, result(t, res, 1, "g"))
+		require.Equal(t, 0, stop.Breakpoint)
+		require.Equal(t, fn, stop.PC)
+		require.Equal(t, "nt!"+m.Loop.Function, stop.Symbol)
 		require.Contains(t, res[1].Output, "Breakpoint 0 hit")
 
 		regs := decode[map[string]uint64](t, result(t, res, 2, "r"))
@@ -187,16 +195,16 @@ func TestKDLive(t *testing.T) {
 		require.Equal(t, frames[0].RetAddr, frames[1].IP)
 		require.True(t, frames[1].IP > loop && frames[1].IP < next, "caller %#x must be inside KiFixtureLoop [%#x, %#x)", frames[1].IP, loop, next)
 
-		step := decode[map[string]any](t, result(t, res, 4, "t"))
-		require.Equal(t, fn+1, uint64(step["pc"].(float64)), "t executes push rbp (1 byte)")
-		over := decode[map[string]any](t, result(t, res, 5, "p"))
-		require.Equal(t, fn+5, uint64(over["pc"].(float64)), "p executes sub rsp, 20h (4 bytes)")
+		step := decode[stopData](t, result(t, res, 4, "t"))
+		require.Equal(t, fn+1, step.PC, "t executes push rbp (1 byte)")
+		over := decode[stopData](t, result(t, res, 5, "p"))
+		require.Equal(t, fn+5, over.PC, "p executes sub rsp, 20h (4 bytes)")
 	})
 
 	t.Run("processor switch", func(t *testing.T) {
 		res := ls.kd(t, "~1; r rip; !pcr")
-		sw := decode[map[string]any](t, result(t, res, 0, "~1"))
-		require.EqualValues(t, 1, sw["processor"])
+		sw := decode[stopData](t, result(t, res, 0, "~1"))
+		require.Equal(t, 1, sw.Processor)
 		pcr := decode[map[string]uint64](t, result(t, res, 2, "!pcr"))
 		require.EqualValues(t, 1, pcr["processor"])
 		require.Equal(t, uint64(m.CPUs[1].KPCR), pcr["kpcr"])
@@ -205,9 +213,9 @@ func TestKDLive(t *testing.T) {
 	t.Run("ba w 8 on the counter", func(t *testing.T) {
 		counter := uint64(m.Loop.Counter)
 		res := ls.kd(t, fmt.Sprintf("ba w 8 %#x; g; dq %#x L1; bc *", counter, counter))
-		stop := decode[map[string]any](t, result(t, res, 1, "g"))
-		require.EqualValues(t, 0, stop["breakpoint"], "output:\n%s", res[1].Output)
-		pc := uint64(stop["pc"].(float64))
+		stop := decode[stopData](t, result(t, res, 1, "g"))
+		require.Equal(t, 0, stop.Breakpoint, "output:\n%s", res[1].Output)
+		pc := stop.PC
 		require.True(t, pc > uint64(m.Symbols["KiFixtureLoop"]) && pc < uint64(m.Loop.FunctionVA), "data breakpoints trap after the writing instruction, in the loop (pc %#x)", pc)
 		before := decode[map[string]any](t, result(t, res, 2, fmt.Sprintf("dq %#x L1", counter)))
 		require.NotEqual(t, strings.Repeat("0", 16), before["bytes"])
@@ -232,6 +240,14 @@ func requireSameDisassembly(t *testing.T, want []string, got []struct {
 		}
 		require.Equal(t, w, g, "instruction %d", i)
 	}
+}
+
+// stopData is the JSON data of g/t/p/~N (debugger.StopInfo).
+type stopData struct {
+	Processor  int
+	PC         uint64
+	Symbol     string
+	Breakpoint int
 }
 
 func fmtKD(v uint64) string { return fmt.Sprintf("%08x`%08x", v>>32, uint32(v)) }

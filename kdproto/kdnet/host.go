@@ -224,3 +224,5 @@ func (h *Host) write(p *kdproto.Packet) error {
 	h.sendSeq++
 	return h.send(h.bound, &Datagram{Channel: ChannelData, Seq: h.sendSeq, FromHost: true, Payload: b})
 }
+
+var _ kdproto.Transport = (*Host)(nil)

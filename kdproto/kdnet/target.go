@@ -261,3 +261,5 @@ func (t *Target) sendData(payload []byte) error {
 	t.sendSeq++
 	return t.send(t.bound, &Datagram{Channel: ChannelData, Seq: t.sendSeq, Payload: payload})
 }
+
+var _ kdproto.Transport = (*Target)(nil)

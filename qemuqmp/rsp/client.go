@@ -348,9 +348,11 @@ func (c *Client) dispatch(p []byte) {
 		return
 	case w != nil:
 		// A stop while a plain request is outstanding: the VM was running (a QMP cont nobody told us about),
-		// our first byte stopped it and QEMU dropped the packet.
+		// our first byte stopped it and QEMU dropped that packet. Packets pipelined behind it are still
+		// answered; those replies must not reach the next request.
 		c.waiter = nil
 		c.running = false
+		c.orphans = max(0, w.want-len(w.replies)-1)
 		c.mu.Unlock()
 		w.done <- ErrPacketLost
 		c.deliverStop(p)

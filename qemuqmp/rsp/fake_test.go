@@ -112,3 +112,25 @@ func TestConnectionLossFailsPendingAndLaterCalls(t *testing.T) {
 	require.NoError(t, ctx.Err())
 	<-c.Done()
 }
+
+func TestPacketLostInPipelineDropsTheRest(t *testing.T) {
+	first := true
+	c := fakeStub(t, func(pkt string) ([]string, time.Duration) {
+		if strings.HasPrefix(pkt, "m") && first {
+			first = false
+			return []string{"T02thread:p01.01;"}, 0 // the first packet stopped the VM and was dropped
+		}
+		if strings.HasPrefix(pkt, "m") {
+			return []string{"00"}, 100 * time.Millisecond // arrive after the next request was sent
+		}
+		return []string{"reply-to-" + pkt}, 0
+	})
+	require.NoError(t, c.acquire(context.Background()))
+	_, _, err := c.exchangeLocked(context.Background(), []string{"m1000,1", "m1001,1", "m1002,1"}, false, false)
+	c.release()
+	require.ErrorIs(t, err, ErrPacketLost)
+	<-c.Stops()
+	r, err := c.Request(context.Background(), "qnext")
+	require.NoError(t, err)
+	require.Equal(t, "reply-to-qnext", string(r))
+}

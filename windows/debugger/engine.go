@@ -25,6 +25,11 @@ type vmem interface {
 	ReadVirtual(ctx context.Context, va uint64, buf []byte) error
 }
 
+// kdMemory is the guest-virtual memory the engine reads: the KD client, or a fake in tests and fuzzing.
+type kdMemory interface {
+	ReadVirtual(ctx context.Context, va uint64, n int) ([]byte, error)
+}
+
 // ErrQuit is returned by Execute for `q`: the caller detaches and ends the session.
 var ErrQuit = errors.New("quit")
 
@@ -37,6 +42,7 @@ type Options struct {
 // Engine interprets debugger commands against one attached target.
 type Engine struct {
 	c    *kdproto.Client
+	mem  kdMemory
 	out  io.Writer
 	opts Options
 	log  *slog.Logger
@@ -63,7 +69,7 @@ func New(ctx context.Context, c *kdproto.Client, out io.Writer, opts Options) (*
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{c: c, out: out, opts: opts, log: opts.Logger, ctxCache: map[uint16]*kdproto.Context{}}
+	e := &Engine{c: c, mem: c, out: out, opts: opts, log: opts.Logger, ctxCache: map[uint16]*kdproto.Context{}}
 	if err := e.reloadModules(ctx); err != nil {
 		e.log.Warn("module list unavailable", "err", err)
 	}
@@ -92,7 +98,7 @@ func (e *Engine) Prompt() string { return fmt.Sprintf("%d: kd> ", e.c.Processor(
 type kernelMem struct{ e *Engine }
 
 func (k kernelMem) ReadVirtual(ctx context.Context, va uint64, buf []byte) error {
-	b, err := k.e.c.ReadVirtual(ctx, va, len(buf))
+	b, err := k.e.mem.ReadVirtual(ctx, va, len(buf))
 	copy(buf, b)
 	return err
 }
@@ -116,7 +122,7 @@ func (e *Engine) readVirtual(ctx context.Context, va uint64, n int) ([]byte, err
 		}
 		return buf, nil
 	}
-	return e.c.ReadVirtual(ctx, va, n)
+	return e.mem.ReadVirtual(ctx, va, n)
 }
 
 // Execute runs one input line: commands separated by ';'. It returns ErrQuit after `q`.

@@ -68,14 +68,23 @@ func ScanDTBs(ctx context.Context, phys machine.PhysicalMemory, size uint64, pro
 	}
 	var out []uint64
 	buf := make([]byte, scanChunk)
+	mapped, _ := phys.(machine.Mapped)
 	for _, r := range ranges {
 		for pa := r.Start &^ 0xFFF; pa < r.End; pa += scanChunk {
 			if err := ctx.Err(); err != nil {
 				return out, err
 			}
 			n := min(uint64(scanChunk), (r.End+0xFFF)&^0xFFF-pa)
-			chunk := buf[:n]
-			if err := phys.ReadPhysical(ctx, pa, chunk); err != nil {
+			var chunk []byte
+			var err error
+			if mapped != nil {
+				chunk = mapped.MappedBytes(pa, n)
+			}
+			if chunk == nil {
+				chunk = buf[:n]
+				err = phys.ReadPhysical(ctx, pa, chunk)
+			}
+			if err != nil {
 				// A chunk crossing the end of memory: fall back to page reads.
 				chunk = chunk[:0]
 				for p := pa; p < pa+n; p += 0x1000 {

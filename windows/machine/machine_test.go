@@ -56,3 +56,14 @@ func TestStaticCPUs(t *testing.T) {
 	_, err = s.Registers(context.Background(), 2)
 	require.Error(t, err)
 }
+
+func TestRawImageMappedBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ram.img")
+	require.NoError(t, os.WriteFile(path, []byte("0123456789"), 0o600))
+	img, err := OpenRawImage(path)
+	require.NoError(t, err)
+	defer img.Close()
+	require.Equal(t, "345", string(img.MappedBytes(3, 3)))
+	require.Nil(t, img.MappedBytes(8, 3))
+	require.Nil(t, img.MappedBytes(11, 1))
+}

@@ -49,6 +49,21 @@ func OpenRawImage(path string) (*RawImage, error) {
 	return img, nil
 }
 
+// Mapped is implemented by memory sources that can hand out their bytes without copying (a mapped file), so that
+// whole-memory scans run at memory bandwidth.
+type Mapped interface {
+	// MappedBytes returns the bytes of [pa, pa+n) or nil when they are not directly addressable.
+	MappedBytes(pa, n uint64) []byte
+}
+
+// MappedBytes implements Mapped; the slice aliases the read-only mapping and is valid until Close.
+func (r *RawImage) MappedBytes(pa, n uint64) []byte {
+	if r.data == nil || pa >= uint64(len(r.data)) || n > uint64(len(r.data))-pa {
+		return nil
+	}
+	return r.data[pa : pa+n : pa+n]
+}
+
 // Size is the image length in bytes (the highest physical address + 1 it can serve).
 func (r *RawImage) Size() uint64 { return uint64(r.size) }
 
