@@ -79,9 +79,10 @@ func NewClient(s *HostSession, lg *slog.Logger) *Client {
 // Session returns the underlying host session.
 func (c *Client) Session() *HostSession { return c.s }
 
-// Processor is the CPU the target last reported from; per-CPU requests default to it.
+// Processor is the CPU the target last reported from; per-CPU requests default to it. A nil Client (an
+// engine without a connection, as in tests) reports CPU 0.
 func (c *Client) Processor() uint16 {
-	if c.Stop == nil {
+	if c == nil || c.Stop == nil {
 		return 0
 	}
 	return c.Stop.Processor

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -57,14 +58,26 @@ var (
 	guestOnce sync.Once
 	guestVal  *testGuest
 	guestErr  error
+	guestDir  string // removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if guestDir != "" {
+		os.RemoveAll(guestDir)
+	}
+	os.Exit(code)
+}
 
 // loadGuest generates one fixture guest per test binary (pure Go, no QEMU) and maps its RAM image.
 func loadGuest(tb testing.TB) *testGuest {
 	tb.Helper()
 	guestOnce.Do(func() {
-		dir := filepath.Join(tb.TempDir(), "g")
-		g, err := winguest.Build(context.Background(), winguest.Options{Out: dir, CPUs: 2, NoDisk: true, Seed: 5})
+		guestDir, guestErr = os.MkdirTemp("", "kdstub-debugger-test-")
+		if guestErr != nil {
+			return
+		}
+		g, err := winguest.Build(context.Background(), winguest.Options{Out: filepath.Join(guestDir, "g"), CPUs: 2, NoDisk: true, Seed: 5})
 		if err != nil {
 			guestErr = err
 			return
@@ -74,16 +87,7 @@ func loadGuest(tb testing.TB) *testGuest {
 			guestErr = err
 			return
 		}
-		// Read the image into memory so the temp dir can go away with the first test.
-		raw := make([]byte, img.Size())
-		if err := img.ReadPhysical(context.Background(), 0, raw); err != nil {
-			guestErr = err
-			return
-		}
-		img.Close()
-		sm := machine.NewSparseMemory()
-		sm.Write(0, raw)
-		guestVal = &testGuest{m: g.Manifest, mem: &guestMem{as: paging.New(sm, uint64(g.Manifest.KernelCR3), paging.ModeX64), overlays: map[uint64][]byte{}}}
+		guestVal = &testGuest{m: g.Manifest, mem: &guestMem{as: paging.New(img, uint64(g.Manifest.KernelCR3), paging.ModeX64), overlays: map[uint64][]byte{}}}
 	})
 	require.NoError(tb, guestErr)
 	return guestVal

@@ -92,3 +92,11 @@ func (k *Kernel) Export(name string) uint64 {
 	}
 	return k.Base + uint64(e.RVA)
 }
+
+// Invalidate drops cached translations; the stub calls it on every resume of the guest. (The image's page cache
+// only serves discovery-time scans of code and headers, which a running kernel does not rewrite.)
+func (k *Kernel) Invalidate() {
+	if k.Paging != nil {
+		k.Paging.Invalidate()
+	}
+}
