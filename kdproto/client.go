@@ -235,9 +235,57 @@ func (c *Client) walkModules(ctx context.Context) {
 	}
 }
 
+// exchange sends m and returns the response. A stopped kernel that resumes drops requests (a running kernel only
+// polls for break-in), so a state change that arrives while a request waits means the request was lost in a
+// resume/stop race (for instance a new debugger attaching right after the previous one continued): the new stop
+// is recorded and the request re-issued, a bounded number of times.
+func (c *Client) exchange(ctx context.Context, m *Manipulate) (*Manipulate, error) {
+	for attempt := 0; ; attempt++ {
+		c.drainStops()
+		type result struct {
+			r   *Manipulate
+			err error
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan result, 1)
+		go func() {
+			r, err := c.s.Request(rctx, m)
+			done <- result{r, err}
+		}()
+		select {
+		case res := <-done:
+			cancel()
+			return res.r, res.err
+		case sc := <-c.s.StateChanges():
+			cancel()
+			<-done
+			c.Stop = sc
+			if attempt >= maxReissues {
+				return nil, fmt.Errorf("%s: the target kept stopping anew (%d tries)", APIName(m.APINumber), attempt+1)
+			}
+			c.log.Debug("request overtaken by a new stop; re-issuing", "api", APIName(m.APINumber), "pc", sc.ProgramCounter)
+		}
+	}
+}
+
+// maxReissues bounds how often one request is re-issued after being overtaken by a stop.
+const maxReissues = 3
+
+// drainStops records state changes that arrived before a request is sent (they precede it).
+func (c *Client) drainStops() {
+	for {
+		select {
+		case sc := <-c.s.StateChanges():
+			c.Stop = sc
+		default:
+			return
+		}
+	}
+}
+
 // request sends m and checks the response's ReturnStatus.
 func (c *Client) request(ctx context.Context, m *Manipulate) (*Manipulate, error) {
-	r, err := c.s.Request(ctx, m)
+	r, err := c.exchange(ctx, m)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +346,7 @@ func (c *Client) readMemory(ctx context.Context, api uint32, cpu uint16, addr ui
 	for len(out) < n {
 		chunk := min(n-len(out), MaxManipulateData)
 		at := addr + uint64(len(out))
-		r, err := c.s.Request(ctx, &Manipulate{APINumber: api, Processor: cpu,
+		r, err := c.exchange(ctx, &Manipulate{APINumber: api, Processor: cpu,
 			U: &ReadMemory64{TargetBaseAddress: at, TransferCount: uint32(chunk), ActualBytesRead: cache}})
 		if err != nil {
 			return out, fmt.Errorf("read %#x bytes at %#x: %w", chunk, at, err)

@@ -3,6 +3,7 @@ package kdproto
 import (
 	"encoding/binary"
 	"fmt"
+	"reflect"
 )
 
 // DBGKD_MANIPULATE_STATE64 offsets (kd-protocol.md §2.1).
@@ -101,7 +102,7 @@ func NewManipulate(api uint32, u ManipulateUnion, data []byte) (*Manipulate, err
 	}
 	if u == nil {
 		u = want
-	} else if fmt.Sprintf("%T", u) != fmt.Sprintf("%T", want) {
+	} else if reflect.TypeOf(u) != reflect.TypeOf(want) {
 		return nil, fmt.Errorf("%s takes %T, not %T", APIName(api), want, u)
 	}
 	return &Manipulate{APINumber: api, U: u, Data: data}, nil

@@ -83,7 +83,9 @@ func (mt *memTarget) ReadPhysical(ctx context.Context, pa uint64, buf []byte) (i
 func (mt *memTarget) WritePhysical(ctx context.Context, pa uint64, data []byte) (int, error) {
 	return mt.WriteVirtual(ctx, 0, pa+mt.base, data)
 }
-func (mt *memTarget) QueryMemory(context.Context, int, uint64) (uint32, uint32, error) { return 2, 7, nil }
+func (mt *memTarget) QueryMemory(context.Context, int, uint64) (uint32, uint32, error) {
+	return 2, 7, nil
+}
 func (mt *memTarget) SearchMemory(_ context.Context, _ int, start, length uint64, pat []byte) (uint64, error) {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
@@ -130,7 +132,9 @@ func (mt *memTarget) ReadMSR(_ context.Context, _ int, msr uint32) (uint64, erro
 	}
 	return 0, kdproto.NewStatusError(kdproto.StatusNoSuchDevice, errors.New("no such msr"))
 }
-func (mt *memTarget) WriteMSR(context.Context, int, uint32, uint64) error { return kdproto.ErrNotSupported }
+func (mt *memTarget) WriteMSR(context.Context, int, uint32, uint64) error {
+	return kdproto.ErrNotSupported
+}
 func (mt *memTarget) ReadIoSpace(context.Context, int, kdproto.IoAccess) (uint32, error) {
 	return 0xff, nil
 }

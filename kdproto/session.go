@@ -58,7 +58,8 @@ func (c Config) withDefaults() Config {
 //
 // Concurrency: Run owns everything. It starts one goroutine that reads the transport and hands packets to
 // the session loop; the loop alone mutates state, writes to the transport and runs the one timer of the
-// session. Public methods talk to the loop through channels and are safe for concurrent use.
+// session. Public methods talk to the loop through channels and are safe for concurrent use; they block
+// (until their context ends) while Run is not running, so start Run first.
 //
 // Implicit acknowledgement: KD is strictly request/response, so a new (non-duplicate) data packet from the
 // peer while one of ours waits for its ACK proves the peer received ours (ReactOS kddll treats its packet as

@@ -35,7 +35,8 @@ func (s *HostSession) WaitStateChange(ctx context.Context) (*StateChange, error)
 }
 
 // BreakIn sends the break-in byte, repeating it every RetransmitInterval, until a state change arrives, and
-// returns that state change.
+// returns that state change. A state change already queued (e.g. re-sent by the target after a RESET) is
+// returned at once: it is not drained, because a target that is already stopped ignores break-ins.
 func (s *HostSession) BreakIn(ctx context.Context) (*StateChange, error) {
 	if err := s.do(ctx, func(ls *loopState) { ls.breakinActive = true; ls.sendBreakin(); ls.rearm() }); err != nil {
 		return nil, fmt.Errorf("break in: %w", err)

@@ -73,7 +73,7 @@ func startSubcommand(ctx context.Context, args ...string) *subcommand {
 	app := newApp()
 	app.Writer = &s.out
 	go func() {
-		s.done <- app.RunContext(ctx, append([]string{"kdstub", "--log-level", "warn"}, args...))
+		s.done <- app.RunContext(ctx, append([]string{"kdstub", "--log-level", os.Getenv("E2LOG")}, args...))
 	}()
 	return s
 }

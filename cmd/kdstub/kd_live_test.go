@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,11 +23,19 @@ import (
 // liveStub is a fixture guest under real QEMU served by `kdstub serve` over loopback KDNET (target= mode), all
 // started through the CLI's own code paths.
 type liveStub struct {
-	dir  string
-	addr string
-	key  string
-	m    *winguest.Manifest
+	dir    string
+	addr   string
+	key    string
+	kdArgs []string // how `kdstub kd` reaches the stub
+	m      *winguest.Manifest
 }
+
+// Transports startLiveStub can serve.
+const (
+	viaKDNETTarget  = "kdnet-target"  // serve --kdnet-listen, kd --kdnet-target
+	viaKDNETClassic = "kdnet-classic" // kd --kdnet-listen, serve --kdnet (pokes the debugger)
+	viaSerialTCP    = "serial-tcp"    // serve --serial tcp-listen:, kd --serial tcp:
+)
 
 func requireQEMU(t *testing.T) {
 	t.Helper()
@@ -40,7 +49,7 @@ func requireQEMU(t *testing.T) {
 	}
 }
 
-func startLiveStub(t *testing.T, cpus int) *liveStub {
+func startLiveStub(t *testing.T, cpus int, via string) *liveStub {
 	t.Helper()
 	requireQEMU(t)
 	dir := filepath.Join(t.TempDir(), "guest")
@@ -67,12 +76,32 @@ func startLiveStub(t *testing.T, cpus int) *liveStub {
 	key, err := kdnet.Generate(rand.Reader)
 	require.NoError(t, err)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ls := &liveStub{dir: dir, addr: addr, key: key.String(), m: m}
+	args := []string{"serve", "--qmp", "unix:" + filepath.Join(dir, "qmp.sock"), "--gdb", "unix:" + filepath.Join(dir, "gdb.sock"), "--ram-file", ramFile}
+	ready := "listening on"
+	switch via {
+	case viaKDNETTarget:
+		args = append(args, "--kdnet-listen", addr, "--key", ls.key)
+		ls.kdArgs = []string{"--kdnet-target", addr, "--key", ls.key}
+	case viaKDNETClassic:
+		args = append(args, "--kdnet", addr, "--key", ls.key)
+		ls.kdArgs = []string{"--kdnet-listen", addr, "--key", ls.key}
+		ready = "KDNET poking"
+	case viaSerialTCP:
+		tcp, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ls.addr = tcp.Addr().String()
+		require.NoError(t, tcp.Close())
+		args = append(args, "--serial", "tcp-listen:"+ls.addr)
+		ls.kdArgs = []string{"--serial", "tcp:" + ls.addr}
+	default:
+		t.Fatalf("unknown transport %q", via)
+	}
 	serveCtx, serveCancel := context.WithCancel(ctx)
-	srv := startSubcommand(serveCtx, "serve", "--qmp", "unix:"+filepath.Join(dir, "qmp.sock"),
-		"--gdb", "unix:"+filepath.Join(dir, "gdb.sock"), "--ram-file", ramFile, "--kdnet-listen", addr, "--key", key.String())
+	srv := startSubcommand(serveCtx, args...)
 	t.Cleanup(func() { require.NoError(t, srv.stop(serveCancel)) }) // runs before the QEMU stop (LIFO)
-	require.NoError(t, srv.waitFor(ctx, "serve", "listening on"))
-	return &liveStub{dir: dir, addr: addr, key: key.String(), m: m}
+	require.NoError(t, srv.waitFor(ctx, "serve", ready))
+	return ls
 }
 
 // connect opens a KDNET host session to the stub, optionally recording its packets; done ends it.
@@ -101,6 +130,7 @@ func (ls *liveStub) kd(t *testing.T, script string) []kdResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var out syncBuffer
-	require.NoError(t, runCLI(ctx, &out, "kd", "--kdnet-target", ls.addr, "--key", ls.key, "--json", "-c", script))
+	args := append(append([]string{"kd"}, ls.kdArgs...), "--json", "-c", script)
+	require.NoError(t, runCLI(ctx, &out, args...))
 	return parseKDResults(t, out.String())
 }

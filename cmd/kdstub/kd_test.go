@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -58,7 +59,7 @@ func decode[T any](t *testing.T, r kdResult) T {
 // TestKDLive drives the built-in client and debugger against the fixture guest under real QEMU, served by
 // `kdstub serve` over loopback KDNET, and checks every answer against the guest's manifest.
 func TestKDLive(t *testing.T) {
-	ls := startLiveStub(t, 2)
+	ls := startLiveStub(t, 2, viaKDNETTarget)
 	m := ls.m
 
 	t.Run("attach sequence matches WinDbg's", func(t *testing.T) {
@@ -201,6 +202,24 @@ func TestKDLive(t *testing.T) {
 		require.Equal(t, fn+5, over.PC, "p executes sub rsp, 20h (4 bytes)")
 	})
 
+	t.Run(".process reads user memory of another process", func(t *testing.T) {
+		var p winguest.Process
+		for _, q := range m.Processes {
+			if q.PEB != 0 && len(q.Modules) > 0 {
+				p = q
+				break
+			}
+		}
+		require.NotZero(t, p.PEB, "the fixture has user processes")
+		res := ls.kd(t, fmt.Sprintf(".process %#x; dq %#x L1; .process", uint64(p.EPROCESS), uint64(p.PEB)+0x10))
+		result(t, res, 0, fmt.Sprintf(".process %#x", uint64(p.EPROCESS)))
+		dq := decode[map[string]any](t, result(t, res, 1, fmt.Sprintf("dq %#x L1", uint64(p.PEB)+0x10)))
+		var want [8]byte
+		binary.LittleEndian.PutUint64(want[:], uint64(p.Modules[0].Base))
+		require.Equal(t, fmt.Sprintf("%x", want[:]), dq["bytes"], "PEB.ImageBaseAddress of %s", p.Name)
+		result(t, res, 2, ".process")
+	})
+
 	t.Run("processor switch", func(t *testing.T) {
 		res := ls.kd(t, "~1; r rip; !pcr")
 		sw := decode[stopData](t, result(t, res, 0, "~1"))
@@ -220,6 +239,25 @@ func TestKDLive(t *testing.T) {
 		before := decode[map[string]any](t, result(t, res, 2, fmt.Sprintf("dq %#x L1", counter)))
 		require.NotEqual(t, strings.Repeat("0", 16), before["bytes"])
 	})
+}
+
+// TestKDTransports attaches `kdstub kd` over the two other ways a debugger reaches the stub: classic KDNET
+// (the debugger listens and answers the target's pokes) and KD serial over TCP.
+func TestKDTransports(t *testing.T) {
+	for _, via := range []string{viaKDNETClassic, viaSerialTCP} {
+		t.Run(via, func(t *testing.T) {
+			ls := startLiveStub(t, 1, via)
+			res := ls.kd(t, "version; r rip; bp nt!"+ls.m.Loop.Function+"; g; bc *")
+			v := decode[struct{ Build, Processors int }](t, result(t, res, 0, "version"))
+			require.Equal(t, ls.m.Build, v.Build)
+			require.Equal(t, 1, v.Processors)
+			rip := decode[map[string]uint64](t, result(t, res, 1, "r rip"))["rip"]
+			require.True(t, rip >= uint64(ls.m.KernelBase) && rip < uint64(ls.m.KernelBase+ls.m.KernelSize), "rip %#x", rip)
+			stop := decode[stopData](t, result(t, res, 3, "g"))
+			require.Equal(t, 0, stop.Breakpoint)
+			require.Equal(t, uint64(ls.m.Loop.FunctionVA), stop.PC)
+		})
+	}
 }
 
 // requireSameDisassembly compares x86asm Intel output with the manifest's. The manifest names internal kernel

@@ -152,3 +152,23 @@ func TestTransportOverPipe(t *testing.T) {
 	require.Error(t, err)
 	require.NotErrorIs(t, err, kdproto.ErrCorruptPacket)
 }
+
+// TestListenUnixReplacesStaleSocket: a socket file nobody listens on is replaced; a live one is not.
+func TestListenUnixReplacesStaleSocket(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	path := t.TempDir() + "/kd.sock"
+	// Leave a stale socket file: listen, then close the fd without unlinking.
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	require.NoError(t, err)
+	ul.SetUnlinkOnClose(false)
+	require.NoError(t, ul.Close())
+
+	ln, err := Listen(ctx, "unix", path)
+	require.NoError(t, err)
+	defer func() { _ = ln.Close() }()
+	_, err = Listen(ctx, "unix", path)
+	require.Error(t, err, "a live socket must not be taken over")
+	_, err = Listen(ctx, "udp", "127.0.0.1:0")
+	require.Error(t, err)
+}

@@ -2,8 +2,12 @@ package serial
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
+	"syscall"
 )
 
 // Listener accepts KD serial connections: TCP for WinDbg's `-k com:ipport=PORT,port=IP`, or a unix stream
@@ -18,6 +22,9 @@ func Listen(ctx context.Context, network, address string) (*Listener, error) {
 	case "tcp", "tcp4", "tcp6", "unix":
 	default:
 		return nil, fmt.Errorf("kd serial listen: network %q is not tcp or unix", network)
+	}
+	if network == "unix" {
+		removeStaleSocket(ctx, address)
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, network, address)
@@ -55,4 +62,22 @@ func Dial(ctx context.Context, network, address string) (*Transport, error) {
 		return nil, fmt.Errorf("kd serial dial %s %s: %w", network, address, err)
 	}
 	return New(c), nil
+}
+
+// removeStaleSocket deletes a unix socket file left behind by a process that died without closing it, so a
+// restarted stub can listen again. A socket someone still listens on, or any other kind of file, is kept.
+func removeStaleSocket(ctx context.Context, path string) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&fs.ModeSocket == 0 {
+		return
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err == nil {
+		_ = c.Close()
+		return
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		_ = os.Remove(path)
+	}
 }

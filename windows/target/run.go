@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kdstub/kdstub/internal/amd64"
 	"github.com/kdstub/kdstub/kdproto"
@@ -53,11 +54,29 @@ func (t *Target) Break(ctx context.Context) error {
 		return nil
 	}
 	t.mu.Unlock()
-	if err := t.m.Stop(ctx); err != nil {
+	// A stop request can race a resume inside QEMU (a QMP stop handled before the gdbstub's continue is a
+	// no-op, and the continue then runs the guest on): bound each attempt and ask again.
+	var err error
+	for attempt := 0; attempt < stopAttempts; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, stopAttemptTimeout)
+		err = t.m.Stop(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		t.log.Debug("stop the guest: retrying", "attempt", attempt+1, "err", err)
+	}
+	if err != nil {
 		return fmt.Errorf("stop the guest: %w", err)
 	}
 	return nil
 }
+
+// Stop attempts of Break.
+const (
+	stopAttempts       = 5
+	stopAttemptTimeout = time.Second
+)
 
 // WaitStop implements kdproto.Target.
 func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {

@@ -69,7 +69,9 @@ func TestApplyContextWritesOnlyChangedGroups(t *testing.T) {
 	}{
 		{"unchanged echo", func(c *kdproto.Context) {}, 0, false, false, nil},
 		{"rip", func(c *kdproto.Context) { c.Rip++ }, amd64.HaveGPR, false, false,
-			func(t *testing.T, r amd64.Registers, _ debugRegs) { require.Equal(t, uint64(0xfffff80000100124), r.RIP) }},
+			func(t *testing.T, r amd64.Registers, _ debugRegs) {
+				require.Equal(t, uint64(0xfffff80000100124), r.RIP)
+			}},
 		{"xmm", func(c *kdproto.Context) { c.FltSave.XMMRegisters[0][1] = 9 }, amd64.HaveFloat, false, false,
 			func(t *testing.T, r amd64.Registers, _ debugRegs) { require.Equal(t, byte(9), r.XMM[0][1]) }},
 		{"dr0 and dr7 go to the shadow", func(c *kdproto.Context) { c.Dr0, c.Dr7 = 0x1000, 0x401 }, 0, true, false,

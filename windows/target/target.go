@@ -38,16 +38,16 @@ type Target struct {
 	flagPAKnown   bool
 	rediscover    bool // a reset happened: discover again at the next stop
 	running       bool
-	current       int                      // the CPU the debugger talks to
-	pending       *kdproto.StateChange     // the stop being reported while stopped
-	queued        *kdproto.StateChange     // a stop WaitStop returns without waiting (step, break while stopped)
-	regs          map[int]amd64.Registers  // register cache while stopped
+	current       int                     // the CPU the debugger talks to
+	pending       *kdproto.StateChange    // the stop being reported while stopped
+	queued        *kdproto.StateChange    // a stop WaitStop returns without waiting (step, break while stopped)
+	regs          map[int]amd64.Registers // register cache while stopped
 	spaces        map[uint64]*paging.AddressSpace
-	dr            []debugRegs              // the debugger's view of DR0-3/6/7 per CPU (shadow; never in the guest)
+	dr            []debugRegs                // the debugger's view of DR0-3/6/7 per CPU (shadow; never in the guest)
 	bps           [maxBreakpoints + 1]uint64 // handle → VA (0 = free); index 0 unused
-	bpRefs        map[uint64]int           // VA → handles using it (one emulator breakpoint per VA)
-	hwArmed       map[Breakpoint]bool      // emulator breakpoints/watchpoints derived from the DR shadow
-	traceNextStep bool                     // SetContext asked for EFLAGS.TF: the next continue steps
+	bpRefs        map[uint64]int             // VA → handles using it (one emulator breakpoint per VA)
+	hwArmed       map[Breakpoint]bool        // emulator breakpoints/watchpoints derived from the DR shadow
+	traceNextStep bool                       // SetContext asked for EFLAGS.TF: the next continue steps
 }
 
 // maxBreakpoints is the size of the Windows breakpoint table (handles 1..32).
