@@ -110,6 +110,31 @@ func checkAttach(t *testing.T, ctx context.Context, s *stub, d *debugger) {
 	prcb := d.request(t, ctx, kdproto.APIReadControlSpace, &kdproto.ReadMemory64{TargetBaseAddress: 1, TransferCount: 8}, nil, 0)
 	require.Equal(t, uint64(man.CPUs[0].KPRCB), binary.LittleEndian.Uint64(prcb.Data))
 
+	// MSRs QEMU exposes, and the clear status for those it cannot.
+	efer := d.request(t, ctx, kdproto.APIReadMachineSpecificRegister, &kdproto.ReadWriteMSR{Msr: 0xC0000080}, nil, 0)
+	require.Equal(t, kdproto.StatusSuccess, efer.ReturnStatus)
+	require.NotZero(t, efer.U.(*kdproto.ReadWriteMSR).Value()&(1<<10), "EFER.LMA")
+	gs := d.request(t, ctx, kdproto.APIReadMachineSpecificRegister, &kdproto.ReadWriteMSR{Msr: 0xC0000101}, nil, 0)
+	require.Equal(t, uint64(man.CPUs[0].KPCR), gs.U.(*kdproto.ReadWriteMSR).Value())
+	lstar := d.request(t, ctx, kdproto.APIReadMachineSpecificRegister, &kdproto.ReadWriteMSR{Msr: 0xC0000082}, nil, 0)
+	require.Equal(t, kdproto.StatusNoSuchDevice, lstar.ReturnStatus)
+	// Port I/O through the QEMU monitor: nothing decodes the loop's port, so it reads all-ones.
+	io := d.request(t, ctx, kdproto.APIReadIoSpace, &kdproto.ReadWriteIO64{IoAddress: uint64(man.Loop.IOPort), DataSize: 1}, nil, 0)
+	require.Equal(t, kdproto.StatusSuccess, io.ReturnStatus)
+	require.Equal(t, uint32(0xFF), io.U.(*kdproto.ReadWriteIO64).DataValue)
+	mis := d.request(t, ctx, kdproto.APIReadIoSpace, &kdproto.ReadWriteIO64{IoAddress: uint64(man.Loop.IOPort) + 1, DataSize: 2}, nil, 0)
+	require.Equal(t, kdproto.StatusDatatypeMisalignment, mis.ReturnStatus)
+	// Search and query memory in the kernel image.
+	sr := d.request(t, ctx, kdproto.APISearchMemory, &kdproto.SearchMemory{SearchAddress: uint64(man.KernelBase), SearchLength: 0x1000, PatternLength: 2}, []byte("PE"), 0)
+	require.Equal(t, kdproto.StatusSuccess, sr.ReturnStatus)
+	peAt := sr.U.(*kdproto.SearchMemory).SearchAddress
+	require.Equal(t, []byte("PE"), d.read(t, ctx, peAt, 2))
+	nf := d.request(t, ctx, kdproto.APISearchMemory, &kdproto.SearchMemory{SearchAddress: uint64(man.KernelBase), SearchLength: 0x40, PatternLength: 8}, []byte("kdstub!!"), 0)
+	require.Equal(t, kdproto.StatusNoMoreEntries, nf.ReturnStatus)
+	qm := d.request(t, ctx, kdproto.APIQueryMemory, &kdproto.QueryMemory{Address: uint64(man.KernelBase)}, nil, 0)
+	require.Equal(t, kdproto.StatusSuccess, qm.ReturnStatus)
+	require.Equal(t, uint32(2), qm.U.(*kdproto.QueryMemory).AddressSpace)
+
 	// WinDbg probes the breakpoint table at attach and expects failures.
 	for h := uint32(1); h <= 32; h++ {
 		r := d.request(t, ctx, kdproto.APIRestoreBreakPoint, &kdproto.RestoreBreakpoint{BreakPointHandle: h}, nil, 0)

@@ -115,6 +115,13 @@ func BenchmarkStep(b *testing.B) {
 		}
 	}
 	raw := time.Since(start)
+	start = time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.m.Registers(ctx, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "raw-µs/registers")
 	b.ReportMetric(float64(kd.Microseconds())/float64(b.N), "kd-µs/step")
 	b.ReportMetric(float64(raw.Microseconds())/float64(b.N), "raw-µs/step")
 	b.ReportMetric(float64(kd)/float64(raw), "kd/raw")

@@ -83,9 +83,9 @@ func startServe(t *testing.T, q *qemutest.QEMU, args ...string) <-chan string {
 	return lines
 }
 
-func bootGuest(t *testing.T) *qemutest.QEMU {
+func bootGuest(t *testing.T, sharedRAM bool) *qemutest.QEMU {
 	g := guest(t, 1)
-	return qemutest.Start(t, qemutest.Options{Kernel: g.ELF, MemoryMB: int(g.RAMSize >> 20), Running: true})
+	return qemutest.Start(t, qemutest.Options{Kernel: g.ELF, MemoryMB: int(g.RAMSize >> 20), Running: true, SharedRAM: sharedRAM})
 }
 
 // breakInUntilKernel breaks in until the kernel is up (the stub discovers it at the first break-in) and
@@ -107,12 +107,13 @@ func breakInUntilKernel(t *testing.T, ctx context.Context, d *debugger) *kdproto
 	}
 }
 
-// TestServeCommandSerial runs the real CLI on a unix socket, attaches, checks the version and detaches.
+// TestServeCommandSerial runs the real CLI on a unix socket with the shared-RAM backend, attaches, checks the
+// version and the decoded KDBG, and detaches.
 func TestServeCommandSerial(t *testing.T) {
 	ctx := testCtx(t, 90*time.Second)
-	q := bootGuest(t)
+	q := bootGuest(t, true)
 	sock := filepath.Join(t.TempDir(), "kd.sock")
-	startServe(t, q, "--serial", "unix-listen:"+sock)
+	startServe(t, q, "--serial", "unix-listen:"+sock, "--ram-file", q.SharedRAM)
 	var tr *serial.Transport
 	for tr == nil {
 		var err error
@@ -127,7 +128,9 @@ func TestServeCommandSerial(t *testing.T) {
 	defer tr.Close()
 	d := &debugger{h: startHost(ctx, tr, kdproto.DialectKDCOM)}
 	v := breakInUntilKernel(t, ctx, d)
-	require.Equal(t, uint64(guest(t, 1).Manifest.KernelBase), v.KernBase)
+	man := guest(t, 1).Manifest
+	require.Equal(t, uint64(man.KernelBase), v.KernBase)
+	require.Equal(t, []byte(man.KDBG.Plaintext), d.read(t, ctx, uint64(man.KDBG.Address), int(man.KDBG.Size)))
 	d.cont(t, ctx, false, 0x400)
 }
 
@@ -135,7 +138,7 @@ func TestServeCommandSerial(t *testing.T) {
 // WinDbg command line whose key lets a debugger connect.
 func TestServeCommandKDNETGeneratedKey(t *testing.T) {
 	ctx := testCtx(t, 90*time.Second)
-	q := bootGuest(t)
+	q := bootGuest(t, false)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := pc.LocalAddr().String()
@@ -156,16 +159,22 @@ func TestServeCommandKDNETGeneratedKey(t *testing.T) {
 	}
 	k, err := kdnet.ParseKey(key)
 	require.NoError(t, err)
-	htr, err := kdnet.NewHost(ctx, kdnet.HostConfig{Key: k, Local: netip.MustParseAddrPort("127.0.0.1:0"), Target: netip.MustParseAddrPort(addr)})
-	require.NoError(t, err)
-	defer htr.Close()
-	select {
-	case <-htr.Connected():
-	case <-ctx.Done():
-		t.Fatal("no KDNET handshake with the printed key")
+	// Two debuggers one after the other on the same long-lived KDNET target: the second one's packet ids
+	// start over, which the stub must accept (it resynchronises on every new handshake).
+	for i := 0; i < 2; i++ {
+		htr, err := kdnet.NewHost(ctx, kdnet.HostConfig{Key: k, Local: netip.MustParseAddrPort("127.0.0.1:0"), Target: netip.MustParseAddrPort(addr)})
+		require.NoError(t, err)
+		select {
+		case <-htr.Connected():
+		case <-ctx.Done():
+			t.Fatalf("debugger %d: no KDNET handshake with the printed key", i)
+		}
+		hctx, cancel := context.WithCancel(ctx)
+		d := &debugger{h: startHost(hctx, htr, kdproto.DialectKDNET)}
+		v := breakInUntilKernel(t, hctx, d)
+		require.Equal(t, uint64(guest(t, 1).Manifest.KernelBase), v.KernBase, "debugger %d", i)
+		d.cont(t, hctx, false, 0x400)
+		cancel()
+		htr.Close()
 	}
-	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDNET)}
-	v := breakInUntilKernel(t, ctx, d)
-	require.Equal(t, uint64(guest(t, 1).Manifest.KernelBase), v.KernBase)
-	d.cont(t, ctx, false, 0x400)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kdstub/kdstub/kdproto"
+	"github.com/kdstub/kdstub/windows/target"
 )
 
 // TestGuestResetRediscovers resets the guest under an attached debugger: the session goes on, and once the
@@ -36,4 +37,21 @@ func TestGuestResetRediscovers(t *testing.T) {
 		}
 	}
 	d.cont(t, ctx, false, 0x400)
+}
+
+// TestQEMUKilledEndsServe kills QEMU under a running session: Serve must return an error promptly (no hang).
+func TestQEMUKilledEndsServe(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	s := startStub(t, 1)
+	d := s.attachSerial(t, ctx, "unix")
+	d.breakIn(t, ctx)
+	d.cont(t, ctx, false, 0x400)
+	require.NoError(t, s.q.Kill())
+	select {
+	case err := <-d.srv:
+		require.Error(t, err)
+		require.ErrorIs(t, err, target.ErrGone)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not notice that QEMU is gone")
+	}
 }

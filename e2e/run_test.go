@@ -176,3 +176,36 @@ func TestSwitchProcessor(t *testing.T) {
 	require.Greater(t, d.u64(t, ctx, uint64(man.CPUs[1].Counter)), c1, "cpu 1 ran while continued")
 	d.cont(t, ctx, false, 0x400)
 }
+
+// TestStepOverRange: a Continue2 step with a symbol range steps silently until the PC leaves the range, so
+// stepping out of the exported function reports one stop, at its return address.
+func TestStepOverRange(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	s := startStub(t, 1)
+	d := s.attachSerial(t, ctx, "unix")
+	fn := uint64(s.g.Manifest.Loop.FunctionVA)
+	d.breakIn(t, ctx)
+	bp := d.request(t, ctx, kdproto.APIWriteBreakPoint, &kdproto.WriteBreakpoint64{BreakPointAddress: fn}, nil, 0)
+	d.cont(t, ctx, false, 0x400)
+	require.Equal(t, fn, d.wait(t, ctx).ProgramCounter)
+	require.Equal(t, kdproto.StatusSuccess, d.request(t, ctx, kdproto.APIRestoreBreakPoint, &kdproto.RestoreBreakpoint{BreakPointHandle: bp.U.(*kdproto.WriteBreakpoint64).BreakPointHandle}, nil, 0).ReturnStatus)
+	ret := d.u64(t, ctx, d.context(t, ctx, 0).Rsp)
+	body := d.read(t, ctx, fn, 64)
+	end := fn
+	for off := 0; off < len(body); {
+		inst, err := x86asm.Decode(body[off:], 64)
+		require.NoError(t, err)
+		off += inst.Len
+		if inst.Op == x86asm.RET {
+			end = fn + uint64(off)
+			break
+		}
+	}
+	require.Greater(t, end, fn, "the function ends with ret")
+	d.request(t, ctx, kdproto.APIContinue2, &kdproto.Continue2{ContinueStatus: kdproto.DBGContinue, TraceFlag: 1, Dr7: 0x400,
+		CurrentSymbolStart: fn, CurrentSymbolEnd: end}, nil, 0)
+	sc := d.wait(t, ctx)
+	require.Equal(t, kdproto.StatusSingleStep, code(sc))
+	require.Equal(t, ret, sc.ProgramCounter, "one stop, at the return address")
+	d.cont(t, ctx, false, 0x400)
+}

@@ -160,11 +160,12 @@ func (c *Client) stopTarget(ctx context.Context) (*StateChange, error) {
 		}
 		c.log.Debug("attach: no stop after break-in, sending RESET", "err", err)
 		rctx, cancel := context.WithTimeout(ctx, attachBreakInWait)
-		if err := c.s.Reset(rctx); err == nil {
-			sc, err = c.s.WaitStateChange(rctx)
+		rerr := c.s.Reset(rctx)
+		if rerr == nil {
+			sc, rerr = c.s.WaitStateChange(rctx)
 		}
 		cancel()
-		if err == nil {
+		if rerr == nil {
 			return sc, nil
 		}
 		if ctx.Err() != nil {
@@ -252,21 +253,41 @@ func (c *Client) exchange(ctx context.Context, m *Manipulate) (*Manipulate, erro
 			r, err := c.s.Request(rctx, m)
 			done <- result{r, err}
 		}()
+		stall := time.NewTimer(requestStall)
+		var sc *StateChange
 		select {
 		case res := <-done:
+			stall.Stop()
 			cancel()
 			return res.r, res.err
-		case sc := <-c.s.StateChanges():
-			cancel()
-			<-done
-			c.Stop = sc
-			if attempt >= maxReissues {
-				return nil, fmt.Errorf("%s: the target kept stopping anew (%d tries)", APIName(m.APINumber), attempt+1)
-			}
-			c.log.Debug("request overtaken by a new stop; re-issuing", "api", APIName(m.APINumber), "pc", sc.ProgramCounter)
+		case sc = <-c.s.StateChanges():
+		case <-stall.C:
+			// No answer: the target may have resumed under us (it then ignores requests). A break-in stops it
+			// again if so, and is ignored by a target that is merely slow.
 		}
+		stall.Stop()
+		cancel()
+		<-done
+		if attempt >= maxReissues {
+			return nil, fmt.Errorf("%s: no answer; the target kept resuming or stopping anew (%d tries)", APIName(m.APINumber), attempt+1)
+		}
+		if sc == nil {
+			bctx, bcancel := context.WithTimeout(ctx, requestStall)
+			sc, _ = c.s.BreakIn(bctx)
+			bcancel()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s: %w", APIName(m.APINumber), ctx.Err())
+			}
+		}
+		if sc != nil {
+			c.Stop = sc
+		}
+		c.log.Debug("request overtaken by a resume or stop; re-issuing", "api", APIName(m.APINumber))
 	}
 }
+
+// requestStall is how long a request waits for its answer before the client suspects it was dropped.
+const requestStall = 3 * time.Second
 
 // maxReissues bounds how often one request is re-issued after being overtaken by a stop.
 const maxReissues = 3

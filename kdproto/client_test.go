@@ -20,6 +20,10 @@ type scriptedTarget struct {
 	mem  []byte
 	ctx  kdproto.Context
 
+	// dropFirst makes the target behave as if it had resumed just before the first request: the request is
+	// dropped (a running kernel ignores requests) and only a break-in stops it again.
+	dropFirst bool
+
 	mu   sync.Mutex
 	reqs []*kdproto.Manipulate
 }
@@ -46,7 +50,14 @@ func (st *scriptedTarget) serve(ctx context.Context, s *kdproto.TargetSession) {
 		case req := <-s.Requests():
 			st.mu.Lock()
 			st.reqs = append(st.reqs, req)
+			drop := st.dropFirst
+			st.dropFirst = false
 			st.mu.Unlock()
+			if drop || running {
+				running = true
+				_ = s.ClearPending(ctx)
+				continue
+			}
 			r := req.Reply(kdproto.StatusSuccess)
 			switch u := r.U.(type) {
 			case *kdproto.GetVersion64:
@@ -161,6 +172,47 @@ func TestClientAttachSequence(t *testing.T) {
 	require.Equal(t, kdproto.APIGetContext, st.log()[before].APINumber)
 }
 
+// TestClientAttachToStoppedTarget: a target left stopped by a previous debugger ignores break-ins; the client
+// falls back to RESET, on which the target re-sends its pending stop.
+func TestClientAttachToStoppedTarget(t *testing.T) {
+	const base = 0xfffff80000000000
+	st := &scriptedTarget{base: base, mem: scriptedMemory(base), ctx: kdproto.Context{Rip: base + 0x10}}
+	first := newScripted(t, st)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sc, err := first.BreakIn(ctx)
+	require.NoError(t, err)
+	second := kdproto.NewClient(first.Session(), nil)
+	require.NoError(t, second.Attach(ctx))
+	require.Equal(t, sc.ProgramCounter, second.Stop.ProgramCounter)
+	require.Equal(t, uint64(base), second.Version.KernBase)
+}
+
+// TestClientReissuesDroppedRequest: a request that a target dropped because it resumed under the client (the
+// race of a debugger attaching right after another continued) is recovered by a break-in and a re-issue.
+func TestClientReissuesDroppedRequest(t *testing.T) {
+	const base = 0xfffff80000000000
+	st := &scriptedTarget{base: base, mem: scriptedMemory(base)}
+	c := newScripted(t, st)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.BreakIn(ctx)
+	require.NoError(t, err)
+	st.mu.Lock()
+	st.dropFirst = true
+	st.mu.Unlock()
+	v, err := c.GetVersion(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(base), v.KernBase)
+	var n int
+	for _, r := range st.log() {
+		if r.APINumber == kdproto.APIGetVersion {
+			n++
+		}
+	}
+	require.Equal(t, 2, n, "the dropped GetVersion is sent again")
+}
+
 func TestClientReadChunks(t *testing.T) {
 	const base = 0xfffff80000000000
 	mem := make([]byte, 3*kdproto.MaxManipulateData+100)
@@ -171,6 +223,8 @@ func TestClientReadChunks(t *testing.T) {
 	c := newScripted(t, st)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	_, err := c.BreakIn(ctx)
+	require.NoError(t, err)
 	got, err := c.ReadVirtual(ctx, base+50, len(mem)-50)
 	require.NoError(t, err)
 	require.Equal(t, mem[50:], got)

@@ -29,6 +29,7 @@ type serveState struct {
 	log     *slog.Logger
 	running bool
 	breakin bool // Break already asked for the current run
+	cpu     int  // the processor that reported the current stop: the context of virtual memory requests
 	stops   chan stopResult
 	waitCtx context.Context
 	stopW   context.CancelFunc
@@ -101,6 +102,7 @@ func (srv *Server) Serve(ctx context.Context, sess *TargetSession) error {
 // report sends a state change; a debugger that does not acknowledge keeps it pending in the session, to be
 // re-sent on its RESET or RESEND.
 func (st *serveState) report(ctx context.Context, sc *StateChange) {
+	st.cpu = int(sc.Processor)
 	if err := st.sess.SendStateChange(ctx, sc); err != nil && ctx.Err() == nil {
 		st.log.Warn("kd server: state change not acknowledged (kept pending)", "err", err)
 	}
@@ -189,7 +191,10 @@ func (st *serveState) resendPending(ctx context.Context) {
 // answer builds the response to a request that has one: the request's 56 bytes with outputs, status, data.
 func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 	t := st.srv.Target
+	// WinDbg leaves junk in Processor on APIs that are not per processor (kd-protocol.md §2.1): only
+	// context, control space and MSR requests address m.Processor; memory and I/O use the stopped CPU.
 	cpu := int(m.Processor)
+	cur := st.cpu
 	fail := func(err error) *Manipulate {
 		st.log.Debug("kd server: request failed", "api", APIName(m.APINumber), "err", err)
 		return m.Reply(StatusOf(err))
@@ -211,7 +216,7 @@ func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 		var err error
 		switch m.APINumber {
 		case APIReadVirtualMemory:
-			got, err = t.ReadVirtual(ctx, cpu, u.TargetBaseAddress, buf)
+			got, err = t.ReadVirtual(ctx, cur, u.TargetBaseAddress, buf)
 		case APIReadPhysicalMemory:
 			got, err = t.ReadPhysical(ctx, u.TargetBaseAddress, buf)
 		case APIReadControlSpace:
@@ -240,7 +245,7 @@ func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 		var err error
 		switch m.APINumber {
 		case APIWriteVirtualMemory:
-			done, err = t.WriteVirtual(ctx, cpu, u.TargetBaseAddress, data)
+			done, err = t.WriteVirtual(ctx, cur, u.TargetBaseAddress, data)
 		case APIWritePhysicalMemory:
 			done, err = t.WritePhysical(ctx, u.TargetBaseAddress, data)
 		case APIWriteControlSpace:
@@ -298,12 +303,12 @@ func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 
 	case *ReadWriteIO64:
 		io := IoAccess{Address: u.IoAddress, Size: u.DataSize, Value: u.DataValue}
-		return st.ioSpace(ctx, m, cpu, io, m.APINumber == APIReadIoSpace)
+		return st.ioSpace(ctx, m, cur, io, m.APINumber == APIReadIoSpace)
 
 	case *ReadWriteIOExtended64:
 		io := IoAccess{Address: u.IoAddress, Size: u.DataSize, Value: u.DataValue, InterfaceType: u.InterfaceType,
 			BusNumber: u.BusNumber, AddressSpace: u.AddressSpace, Extended: true}
-		return st.ioSpace(ctx, m, cpu, io, m.APINumber == APIReadIoSpaceExtended)
+		return st.ioSpace(ctx, m, cur, io, m.APINumber == APIReadIoSpaceExtended)
 
 	case *ReadWriteMSR:
 		if m.APINumber == APIReadMachineSpecificRegister {
@@ -320,7 +325,7 @@ func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 
 	case *SearchMemory:
 		pat := m.Data[:min(int(u.PatternLength), len(m.Data))]
-		found, err := t.SearchMemory(ctx, cpu, u.SearchAddress, u.SearchLength, pat)
+		found, err := t.SearchMemory(ctx, cur, u.SearchAddress, u.SearchLength, pat)
 		if err != nil {
 			return fail(err)
 		}
@@ -332,7 +337,7 @@ func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 		if u.AddressSpace != 0 {
 			return fail(NewStatusError(StatusInvalidParameter, fmt.Errorf("query memory: address space %d", u.AddressSpace)))
 		}
-		space, flags, err := t.QueryMemory(ctx, cpu, u.Address)
+		space, flags, err := t.QueryMemory(ctx, cur, u.Address)
 		if err != nil {
 			return fail(err)
 		}
@@ -346,7 +351,7 @@ func (st *serveState) answer(ctx context.Context, m *Manipulate) *Manipulate {
 			return fail(NewStatusError(StatusInvalidParameter, fmt.Errorf("fill memory: flags %#x", u.Flags)))
 		}
 		pat := m.Data[:min(int(u.PatternLength), len(m.Data))]
-		n, err := t.FillMemory(ctx, cpu, u.Address, u.Length, u.Flags == 2, pat)
+		n, err := t.FillMemory(ctx, cur, u.Address, u.Length, u.Flags == 2, pat)
 		r := m.Reply(StatusOf(err))
 		r.U.(*FillMemory).Length = n
 		return r

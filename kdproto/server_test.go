@@ -57,9 +57,12 @@ func (mt *memTarget) NumberProcessors() int { return 2 }
 func (mt *memTarget) GetVersion(context.Context) (*kdproto.GetVersion64, error) {
 	return kdproto.DefaultGetVersion64(19041, mt.base, mt.base+0x10, mt.base+0x20), nil
 }
-func (mt *memTarget) ReadVirtual(_ context.Context, _ int, va uint64, buf []byte) (int, error) {
+func (mt *memTarget) ReadVirtual(_ context.Context, cpu int, va uint64, buf []byte) (int, error) {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
+	if cpu != mt.current {
+		return 0, errors.New("virtual reads happen in the stopped CPU's context")
+	}
 	if va < mt.base || va >= mt.base+uint64(len(mt.mem)) {
 		return 0, errors.New("unmapped")
 	}
@@ -322,6 +325,15 @@ func TestServerAnswersPerRules(t *testing.T) {
 		require.Equal(t, kdproto.StatusUnsuccessful, resp.ReturnStatus)
 		require.Equal(t, uint32(16), resp.U.(*kdproto.ReadMemory64).ActualBytesRead)
 		require.Equal(t, mt.mem[len(mt.mem)-16:], resp.Data)
+	})
+	t.Run("junk Processor on a virtual read is ignored", func(t *testing.T) {
+		m, err := kdproto.NewManipulate(kdproto.APIReadVirtualMemory, &kdproto.ReadMemory64{TargetBaseAddress: mt.base, TransferCount: 8}, nil)
+		require.NoError(t, err)
+		m.Processor, m.ProcessorLevel = 0x6E, 0x7FFE
+		resp, err := h.Request(ctx, m)
+		require.NoError(t, err)
+		require.Equal(t, kdproto.StatusSuccess, resp.ReturnStatus)
+		require.Equal(t, mt.mem[:8], resp.Data)
 	})
 	t.Run("failed read has no data", func(t *testing.T) {
 		resp := request(t, ctx, h, kdproto.APIReadVirtualMemory, &kdproto.ReadMemory64{TargetBaseAddress: 0x1000, TransferCount: 8}, nil)

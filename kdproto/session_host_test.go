@@ -173,3 +173,60 @@ func TestSessionEndsOnTransportError(t *testing.T) {
 	require.True(t, errors.Is(err, kdproto.ErrSessionClosed), "got %v", err)
 	require.ErrorIs(t, h.Run(ctx), kdproto.ErrSessionClosed, "Run runs once")
 }
+
+// TestPrintDeliveredToHostIO: a target PrintString reaches the host's IO channel as a DEBUG_IO packet.
+func TestPrintDeliveredToHostIO(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := kdtest.Pair()
+	defer func() { _ = a.Close() }()
+	cfg := kdproto.Config{Dialect: kdproto.DialectKDCOM, RetransmitInterval: 100 * time.Millisecond}
+	h, ts := kdproto.NewHost(a, cfg), kdproto.NewTarget(b, cfg)
+	go func() { _ = h.Run(ctx) }()
+	go func() { _ = ts.Run(ctx) }()
+	require.NoError(t, ts.Print(ctx, 1, "BD: Boot Debugger Initialized\n"))
+	select {
+	case p := <-h.IO():
+		body, err := p.Body()
+		require.NoError(t, err)
+		d := body.(*kdproto.DebugIO)
+		require.Equal(t, kdproto.APIPrintString, d.APINumber)
+		require.Equal(t, uint16(1), d.Processor)
+		require.Equal(t, "BD: Boot Debugger Initialized\n", string(d.Data))
+	case <-ctx.Done():
+		t.Fatal("no DEBUG_IO delivered")
+	}
+}
+
+// TestTargetResyncAcceptsRestartedHost: on KDNET a new debugger may restart its ids at 0x80000000 without a
+// RESET; after Resync the target accepts them instead of dropping them as duplicates.
+func TestTargetResyncAcceptsRestartedHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := kdtest.Pair()
+	defer func() { _ = b.Close() }()
+	ts := kdproto.NewTarget(a, kdproto.Config{Dialect: kdproto.DialectKDNET, RetransmitInterval: time.Hour})
+	go func() { _ = ts.Run(ctx) }()
+	peer := &scriptedPeer{t: t, ctx: ctx, tr: b}
+	m, err := kdproto.NewManipulate(kdproto.APIGetVersion, nil, nil)
+	require.NoError(t, err)
+	body, err := m.MarshalBinary()
+	require.NoError(t, err)
+	send := func(id uint32) {
+		peer.write(kdproto.NewDataPacket(kdproto.PacketTypeManipulate, id, body))
+		require.Equal(t, id, peer.read().ID)
+	}
+	send(0x80000000)
+	send(0x80000002)
+	<-ts.Requests()
+	<-ts.Requests()
+	send(0x80000000) // the old debugger's id again: a duplicate
+	require.Equal(t, uint64(1), ts.Metrics().Duplicates)
+	require.NoError(t, ts.Resync(ctx))
+	send(0x80000000)
+	select {
+	case <-ts.Requests():
+	case <-ctx.Done():
+		t.Fatal("request after Resync not delivered")
+	}
+}

@@ -59,7 +59,7 @@ func TestSessionKDNETIDRules(t *testing.T) {
 	defer cancel()
 	a, b := kdtest.Pair()
 	rec := kdtest.NewRecorder(b) // the target's view
-	cfg := kdproto.Config{Dialect: kdproto.DialectKDNET, RetransmitInterval: 200 * time.Millisecond, FirstTargetID: 0x60}
+	cfg := kdproto.Config{Dialect: kdproto.DialectKDNET, RetransmitInterval: 10 * time.Second, FirstTargetID: 0x60}
 	ps := runPair(t, ctx, a, rec, cfg)
 	require.NoError(t, kdtest.Scenario(ctx, ps.host, ps.mem, memBase, 50, 1))
 

@@ -73,7 +73,7 @@ func startSubcommand(ctx context.Context, args ...string) *subcommand {
 	app := newApp()
 	app.Writer = &s.out
 	go func() {
-		s.done <- app.RunContext(ctx, append([]string{"kdstub", "--log-level", os.Getenv("E2LOG")}, args...))
+		s.done <- app.RunContext(ctx, append([]string{"kdstub", "--log-level", "warn"}, args...))
 	}()
 	return s
 }
@@ -136,10 +136,13 @@ func runDemo(ctx context.Context, lg *slog.Logger, out io.Writer, cpus int, asJS
 		return fmt.Errorf("demo: %w", err)
 	}
 
-	fmt.Fprintln(out, "== starting QEMU (fixture run)")
+	ramFile, err := demoRAMFile(tmp)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	fmt.Fprintf(out, "== starting QEMU (fixture run, guest RAM in %s)\n", ramFile)
 	runCtx, runCancel := context.WithCancel(ctx)
 	defer runCancel()
-	ramFile := demoRAMFile(tmp)
 	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir, "--ram-file", ramFile)
 	defer func() {
 		if serr := run.stop(runCancel); serr != nil && err == nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/kdstub/kdstub/fixtures/winguest"
@@ -13,13 +12,23 @@ import (
 	"github.com/kdstub/kdstub/windows/paging"
 )
 
-// demoRAMFile picks a path for the guest's shared-memory RAM file (QEMU creates it; `fixture run` removes it).
-// Reading guest RAM from it lets the demo see when the guest has booted without touching QEMU's monitor.
-func demoRAMFile(tmp string) string {
+// demoRAMFile picks a fresh path for the guest's shared-memory RAM file (QEMU creates it; `fixture run` removes
+// it), in /dev/shm when there is one, else in dir. Reading guest RAM from it lets the demo see when the guest has
+// booted without touching QEMU's monitor.
+func demoRAMFile(dir string) (string, error) {
 	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-		return filepath.Join("/dev/shm", filepath.Base(tmp)+".ram")
+		dir = "/dev/shm"
 	}
-	return filepath.Join(tmp, "guest.ram")
+	f, err := os.CreateTemp(dir, "kdstub-demo-*.ram")
+	if err != nil {
+		return "", fmt.Errorf("pick a RAM file name: %w", err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return "", fmt.Errorf("pick a RAM file name: %w", err)
+	}
+	return name, nil
 }
 
 // waitGuestBooted polls the guest's RAM until its main loop has run (the manifest's loop counter is non-zero).

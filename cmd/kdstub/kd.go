@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -80,6 +81,9 @@ func runKD(ctx context.Context, lg *slog.Logger, out io.Writer, o kdOptions) err
 	runDone := make(chan error, 1)
 	go func() { runDone <- hs.Run(runCtx) }()
 	defer func() { cancel(); <-runDone }()
+
+	out = &syncWriter{w: out}
+	go drainTargetIO(runCtx, hs, out, o.JSON, lg)
 
 	client := kdproto.NewClient(hs, lg.With("layer", "client"))
 	actx, acancel := context.WithTimeout(ctx, o.AttachTimeout)
@@ -190,3 +194,42 @@ type attachError struct{ err error }
 
 func (e *attachError) Error() string { return e.err.Error() }
 func (e *attachError) Unwrap() error { return e.err }
+
+// syncWriter serialises writes from the command loop and the target-output goroutine.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// drainTargetIO consumes what the target sends besides stops and responses: DbgPrint text (DEBUG_IO) is shown as
+// WinDbg shows it; anything else is logged. Draining matters: an undelivered packet stays unacknowledged and the
+// target would retransmit it forever.
+func drainTargetIO(ctx context.Context, hs *kdproto.HostSession, out io.Writer, asJSON bool, lg *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-hs.IO():
+			body, err := p.Body()
+			if err != nil {
+				lg.Debug("undecodable packet from the target", "packet", p.String(), "err", err)
+				continue
+			}
+			d, ok := body.(*kdproto.DebugIO)
+			switch {
+			case ok && d.APINumber == kdproto.APIPrintString && !asJSON:
+				fmt.Fprint(out, string(d.Data))
+			case ok && d.APINumber == kdproto.APIPrintString:
+				lg.Info("target output", "text", string(d.Data))
+			default:
+				lg.Debug("target packet ignored", "packet", p.String())
+			}
+		}
+	}
+}

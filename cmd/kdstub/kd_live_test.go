@@ -60,7 +60,8 @@ func startLiveStub(t *testing.T, cpus int, via string) *liveStub {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	ramFile := demoRAMFile(t.TempDir())
+	ramFile, err := demoRAMFile(t.TempDir())
+	require.NoError(t, err)
 	runCtx, runCancel := context.WithCancel(ctx)
 	run := startSubcommand(runCtx, "fixture", "run", "--dir", dir, "--ram-file", ramFile)
 	t.Cleanup(func() {

@@ -423,4 +423,8 @@ func TestDemo(t *testing.T) {
 	require.Len(t, dir, 2)
 	_, err := os.Stat(filepath.Dir(dir[1]))
 	require.True(t, os.IsNotExist(err), "demo left %s behind", filepath.Dir(dir[1]))
+	ram := regexp.MustCompile(`guest RAM in (\S+)\)`).FindStringSubmatch(s)
+	require.Len(t, ram, 2)
+	_, err = os.Stat(ram[1])
+	require.True(t, os.IsNotExist(err), "demo left %s behind", ram[1])
 }

@@ -31,7 +31,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "ram-file", Usage: "QEMU's share=on memory-backend-file, for fast guest memory reads"},
 			&cli.StringFlag{Name: "kdnet", Usage: "classic KDNET: poke the debugger at HOSTIP:PORT (bcdedit hostip/port)"},
 			&cli.StringFlag{Name: "kdnet-source", Usage: "classic KDNET: local ADDR:PORT to send from (default: loopback, ephemeral port, or 0.0.0.0:PORT for a remote host)"},
-			&cli.StringFlag{Name: "kdnet-listen", Usage: "KDNET `target=` mode: listen on ADDR:PORT for a debugger's connect requests"},
+			&cli.StringFlag{Name: "kdnet-listen", Usage: "KDNET target= mode: listen on ADDR:PORT for a debugger's connect requests"},
 			&cli.StringFlag{Name: "key", Usage: "KDNET key w.x.y.z (base 36); generated and printed when omitted"},
 			&cli.StringFlag{Name: "serial", Usage: "KD serial listener: tcp-listen:ADDR:PORT (WinDbg com:ipport=) or unix-listen:PATH"},
 			&cli.BoolFlag{Name: "no-resume", Usage: "leave the guest stopped after connecting"},

@@ -16,6 +16,7 @@ import (
 	"github.com/kdstub/kdstub/kdproto"
 	"github.com/kdstub/kdstub/kdproto/kdnet"
 	"github.com/kdstub/kdstub/kdproto/serial"
+	"github.com/kdstub/kdstub/windows/target"
 )
 
 // serveSpec is the one transport serve listens on.
@@ -53,6 +54,9 @@ func parseServeTransport(c *cli.Context) (*serveSpec, error) {
 		if s.serialAddr == "" {
 			return nil, fmt.Errorf("--serial %q: empty address", v)
 		}
+		if s.serialNet == "tcp" && strings.HasPrefix(s.serialAddr, ":") {
+			s.serialAddr = "127.0.0.1" + s.serialAddr // loopback unless an address is given
+		}
 		return s, nil
 	}
 	if c.IsSet("key") {
@@ -69,7 +73,7 @@ func parseServeTransport(c *cli.Context) (*serveSpec, error) {
 		s.key = k
 	}
 	if c.IsSet("kdnet-listen") {
-		ap, err := netip.ParseAddrPort(c.String("kdnet-listen"))
+		ap, err := parseAddrPortLoopback(c.String("kdnet-listen"))
 		if err != nil {
 			return nil, fmt.Errorf("--kdnet-listen: %w", err)
 		}
@@ -141,6 +145,9 @@ func (s *serveSpec) serveSerial(ctx context.Context, lg *slog.Logger, out io.Wri
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, target.ErrGone) {
+			return err // the guest is gone; the next debugger would find nothing to debug
+		}
 		lg.Info("debugger disconnected", "reason", err)
 	}
 }
@@ -174,6 +181,14 @@ func (s *serveSpec) serveKDNET(ctx context.Context, lg *slog.Logger, out io.Writ
 	ts := kdproto.NewTarget(tr, kdproto.Config{Dialect: kdproto.DialectKDNET, Logger: lg.With("layer", "session")})
 	sess.Store(ts)
 	return srv.Serve(ctx, ts)
+}
+
+// parseAddrPortLoopback parses ADDR:PORT; a bare :PORT means loopback.
+func parseAddrPortLoopback(s string) (netip.AddrPort, error) {
+	if strings.HasPrefix(s, ":") {
+		s = "127.0.0.1" + s
+	}
+	return netip.ParseAddrPort(s)
 }
 
 func hostOf(addr string) string {

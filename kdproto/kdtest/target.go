@@ -41,6 +41,18 @@ func (mt *MemTarget) Serve(ctx context.Context, s *kdproto.TargetSession) error 
 		case <-s.Done():
 			return s.Err()
 		case <-s.BreakIns():
+			// Requests acknowledged before the break-in came (a Continue) are handled first, as they were
+			// on the wire first; select alone would pick between the two channels at random.
+			for drained := false; !drained; {
+				select {
+				case req := <-s.Requests():
+					if err := mt.answer(ctx, s, req); err != nil && !isStop(ctx, err) {
+						return err
+					}
+				default:
+					drained = true
+				}
+			}
 			if !mt.running {
 				continue // a stray 0x62 while stopped is ignored (kd-protocol.md §1.2)
 			}

@@ -94,7 +94,9 @@ func TestKDCOMSessions(t *testing.T) {
 				defer cancel()
 				h, tg := connect(t, ctx, kind)
 				var hostT, targetT kdproto.Transport = h, tg
-				cfg := kdproto.Config{Dialect: kdproto.DialectKDCOM, RetransmitInterval: 250 * time.Millisecond}
+				// Clean links must not need a single retransmission, so the interval is far above any
+				// scheduling delay on a loaded machine.
+				cfg := kdproto.Config{Dialect: kdproto.DialectKDCOM, RetransmitInterval: 10 * time.Second}
 				var lh, lt *kdtest.Lossy
 				if lossy {
 					lh, lt = kdtest.NewLossy(h, 0.10, 11), kdtest.NewLossy(tg, 0.10, 12)

@@ -108,7 +108,7 @@ func (e *Engine) printRegisters(ctx context.Context, w io.Writer, c *kdproto.Con
 	fmt.Fprintf(w, " r8=%016x  r9=%016x r10=%016x\n", c.R8, c.R9, c.R10)
 	fmt.Fprintf(w, "r11=%016x r12=%016x r13=%016x\n", c.R11, c.R12, c.R13)
 	fmt.Fprintf(w, "r14=%016x r15=%016x\n", c.R14, c.R15)
-	fmt.Fprintf(w, "iopl=%d %s\n", (c.EFlags>>12)&3, flagString(c.EFlags))
+	fmt.Fprintf(w, "iopl=%-10d%s\n", (c.EFlags>>12)&3, flagString(c.EFlags))
 	fmt.Fprintf(w, "cs=%04x  ss=%04x  ds=%04x  es=%04x  fs=%04x  gs=%04x             efl=%08x\n",
 		c.SegCs, c.SegSs, c.SegDs, c.SegEs, c.SegFs, c.SegGs, c.EFlags)
 	e.printInstructions(ctx, w, c.Rip, 1)

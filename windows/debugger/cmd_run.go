@@ -142,7 +142,9 @@ func (e *Engine) dr7() uint64 {
 	return v
 }
 
-// armHardware writes DR0-3 into the current CPU's context so the target arms them with DR7 at the continue.
+// armHardware writes the current CPU's context back with DR0-3 set for the hardware breakpoints, so the target
+// arms them with the DR7 of the continue. WinDbg writes the context before every continue (the shared capture,
+// frames 214 and 942), so this happens even when nothing changed.
 func (e *Engine) armHardware(ctx context.Context) error {
 	c, err := e.context(ctx)
 	if err != nil {
@@ -156,9 +158,6 @@ func (e *Engine) armHardware(ctx context.Context) error {
 		}
 	}
 	n.Dr7 = e.dr7()
-	if n == *c {
-		return nil
-	}
 	if err := e.c.SetContext(ctx, e.c.Processor(), &n); err != nil {
 		return fmt.Errorf("write debug registers: %w", err)
 	}

@@ -51,6 +51,8 @@ type Engine struct {
 	ctxCache map[uint16]*kdproto.Context
 	bps      []*breakpoint
 
+	interactive bool // commands typed at a prompt: not echoed back
+
 	offsets *objects.Offsets // EPROCESS layout, detected on first use
 	process uint64           // implicit process set by .process (0 = current)
 	procAS  *paging.AddressSpace
@@ -135,22 +137,40 @@ func (e *Engine) Execute(ctx context.Context, line string) error {
 	return nil
 }
 
-// Run reads commands from r until EOF or `q`, printing a prompt before each when interactive.
+// Run reads commands from r until EOF, `q` or ctx ends, printing a prompt before each when interactive. Lines
+// are read on their own goroutine so that an interrupt does not wait for the next line.
 func (e *Engine) Run(ctx context.Context, r io.Reader, prompt bool) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	e.interactive = prompt
+	defer func() { e.interactive = false }()
+	lines := make(chan string)
+	errc := make(chan error, 1)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-rctx.Done():
+				return
+			}
+		}
+		errc <- sc.Err()
+	}()
 	for {
 		if prompt && !e.opts.JSON {
 			fmt.Fprint(e.out, e.Prompt())
 		}
-		if !sc.Scan() {
-			return sc.Err()
-		}
-		if err := e.Execute(ctx, sc.Text()); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-errc:
+			return err
+		case line := <-lines:
+			if err := e.Execute(ctx, line); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -182,7 +202,9 @@ func (e *Engine) run(ctx context.Context, cmd string) error {
 		}
 		fmt.Fprintf(e.out, "%s\n", b)
 	} else {
-		fmt.Fprintf(e.out, "%s%s\n", prompt, cmd)
+		if !e.interactive {
+			fmt.Fprintf(e.out, "%s%s\n", prompt, cmd)
+		}
 		if _, werr := io.Copy(e.out, &buf); werr != nil {
 			return fmt.Errorf("write output: %w", werr)
 		}

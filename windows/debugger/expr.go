@@ -169,8 +169,12 @@ func regValue(c *kdproto.Context, name string) uint64 {
 // parseRange parses "ADDR [L count]" (count in hex, as WinDbg) with a default count.
 func (e *Engine) parseRange(ctx context.Context, args string, def uint64) (uint64, uint64, error) {
 	addrPart, count := args, def
-	low := strings.ToLower(args)
-	if i := strings.Index(low, " l"); i >= 0 {
+	// Find " L" / " l" on the bytes themselves: case-folding could change the string's length.
+	i := strings.Index(args, " l")
+	if j := strings.Index(args, " L"); j >= 0 && (i < 0 || j < i) {
+		i = j
+	}
+	if i >= 0 {
 		addrPart = args[:i]
 		cs := strings.TrimSpace(args[i+2:])
 		cs = strings.TrimPrefix(cs, "?")

@@ -240,12 +240,9 @@ func (t *Target) Continue(ctx context.Context, c kdproto.ContinueRequest) error 
 	t.drainEvents()
 	if trace {
 		cpu := t.current
-		ev, err := t.m.Step(ctx, cpu)
+		ev, err := t.stepRange(ctx, cpu, c)
 		if err != nil {
-			return fmt.Errorf("single-step cpu %d: %w", cpu, err)
-		}
-		if ev.Reason == StopGone {
-			return fmt.Errorf("single-step cpu %d: %w: %v", cpu, ErrGone, ev.Err)
+			return err
 		}
 		if ev.Reason != StopWatchpoint && ev.Reason != StopBreakpoint {
 			ev.Reason = StopStep
@@ -264,6 +261,37 @@ func (t *Target) Continue(ctx context.Context, c kdproto.ContinueRequest) error 
 		return fmt.Errorf("resume the guest: %w", err)
 	}
 	return nil
+}
+
+// maxRangeSteps bounds the silent steps of one Continue2 step-over range (guest code decides how long the
+// range takes to leave).
+const maxRangeSteps = 4096
+
+// stepRange single-steps cpu; with a Continue2 step range [SymbolStart, SymbolEnd) (SymbolStart != 1) it keeps
+// stepping without reporting while the PC stays inside, as the kernel does to spare the debugger round trips.
+// Callers hold t.mu.
+func (t *Target) stepRange(ctx context.Context, cpu int, c kdproto.ContinueRequest) (Stop, error) {
+	ranged := c.SymbolStart != 1 && c.SymbolEnd > c.SymbolStart
+	for i := 0; ; i++ {
+		ev, err := t.m.Step(ctx, cpu)
+		if err != nil {
+			return Stop{}, fmt.Errorf("single-step cpu %d: %w", cpu, err)
+		}
+		if ev.Reason == StopGone {
+			return Stop{}, fmt.Errorf("single-step cpu %d: %w: %v", cpu, ErrGone, ev.Err)
+		}
+		if !ranged || ev.Reason == StopWatchpoint || i+1 >= maxRangeSteps {
+			return ev, nil
+		}
+		delete(t.regs, cpu)
+		r, err := t.registers(ctx, cpu)
+		if err != nil {
+			return Stop{}, err
+		}
+		if r.RIP < c.SymbolStart || r.RIP >= c.SymbolEnd || t.bpRefs[r.RIP] != 0 {
+			return ev, nil
+		}
+	}
 }
 
 // drainEvents drops stop events left over from before this resume (a Stop that raced a breakpoint), so they
