@@ -165,8 +165,28 @@ func (e *Engine) armHardware(ctx context.Context) error {
 	return nil
 }
 
-// resume inserts breakpoints, continues (or single-steps) and waits for the next stop, then removes them.
+// resume inserts breakpoints, continues (or single-steps) and waits for the next stop, then removes them. A
+// breakpoint at the current PC would stop the target again at once, so the instruction there is first stepped
+// with no software breakpoint inserted, as WinDbg does.
 func (e *Engine) resume(ctx context.Context, trace bool, insert bool) (*kdproto.StateChange, error) {
+	if insert && !trace {
+		c, err := e.context(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range e.bps {
+			if b.Kind == "bp" && b.Addr == c.Rip {
+				sc, err := e.resume(ctx, true, false)
+				if err != nil {
+					return nil, fmt.Errorf("step off breakpoint %d: %w", b.ID, err)
+				}
+				if ex, ok := sc.U.(*kdproto.Exception64); !ok || ex.ExceptionCode != kdproto.StatusSingleStep {
+					return sc, nil // something else (a data breakpoint) stopped the step
+				}
+				break
+			}
+		}
+	}
 	if err := e.armHardware(ctx); err != nil {
 		return nil, err
 	}
@@ -251,21 +271,8 @@ func (e *Engine) describeStop(ctx context.Context, w io.Writer, sc *kdproto.Stat
 	return info
 }
 
-// cmdGo implements `g`: step off a breakpoint at the current PC first (it is not inserted for that step), then
-// run with every breakpoint inserted until the next stop.
+// cmdGo implements `g`: run with every breakpoint inserted until the next stop.
 func (e *Engine) cmdGo(ctx context.Context, w io.Writer) (any, error) {
-	c, err := e.context(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range e.bps {
-		if b.Kind == "bp" && b.Addr == c.Rip {
-			if _, err := e.resume(ctx, true, false); err != nil {
-				return nil, fmt.Errorf("step off breakpoint %d: %w", b.ID, err)
-			}
-			break
-		}
-	}
 	sc, err := e.resume(ctx, false, true)
 	if err != nil {
 		return nil, err
