@@ -176,11 +176,17 @@ func (m *Machine) onStop(sr rsp.StopReply) {
 	if ev.CPU >= 0 {
 		m.lastCPU = ev.CPU
 	}
-	wake := m.stopWake
-	m.stopWake = make(chan struct{})
+	claimed := len(m.halters) > 0
+	for h := range m.halters {
+		select {
+		case h <- ev:
+		default:
+		}
+	}
 	m.mu.Unlock()
-	m.events.push(ev)
-	close(wake)
+	if !claimed {
+		m.events.push(ev) // nobody's Halt asked for this stop
+	}
 }
 
 // describeStop classifies a stop reply and reads the stopped CPU's PC.
@@ -215,35 +221,116 @@ func (m *Machine) describeStop(sr rsp.StopReply) StopEvent {
 	return ev
 }
 
-// Stop interrupts a running VM and waits until the gdbstub has reported the stop (a StopInterrupted event is
-// queued too).
+// Stop interrupts a running VM and returns once it is stopped. The stop it causes (or the breakpoint that beat
+// it) is not queued on Events: it is the caller's, returned by Halt. A no-op on a stopped VM.
 func (m *Machine) Stop(ctx context.Context) error {
+	_, err := m.Halt(ctx)
+	return err
+}
+
+// Stop polling: after a QMP stop, Halt waits this long for the gdbstub's stop reply before asking QEMU
+// (query-status) what happened, doubling up to stopPollMax.
+const (
+	stopPollFirst = 5 * time.Millisecond
+	stopPollMax   = 100 * time.Millisecond
+	// stopSettlePolls consecutive "stopped" answers without a stop reply (≥ ~150 ms) prove that none is coming.
+	stopSettlePolls = 4
+)
+
+// Halt stops a running VM and returns the stop: StopInterrupted, or the breakpoint, watchpoint or step that
+// stopped it first. The returned stop is never also queued on Events (stops nobody asked for are). On a
+// VM that is already stopped it returns StopInterrupted for the CPU that stopped last.
+//
+// It never waits unboundedly for a wake-up that may not come: a QMP stop that reaches QEMU while the VM is
+// stopped (a breakpoint raced it, or the gdbstub's "c" is handled after the QMP stop, since the two travel on
+// different sockets) produces neither an event nor a stop reply. So Halt polls query-status with backoff:
+// running → stop again; stopped for several polls with no stop reply → the gdbstub client's run state is
+// settled to stopped.
+func (m *Machine) Halt(ctx context.Context) (StopEvent, error) {
 	if err := m.alive(); err != nil {
-		return err
+		return StopEvent{}, err
 	}
 	if err := m.gdb.Reconcile(ctx, m.qmp.Running); err != nil {
-		return m.wrap(err)
+		return StopEvent{}, m.wrap(err)
 	}
-	for {
+	claim := make(chan StopEvent, 1)
+	m.mu.Lock()
+	m.halters[claim] = struct{}{}
+	m.mu.Unlock()
+	defer func() {
 		m.mu.Lock()
-		wake := m.stopWake
+		delete(m.halters, claim)
 		m.mu.Unlock()
-		if !m.gdb.Running() {
-			return nil
-		}
-		// QMP stop rather than the gdb break-in: QEMU ignores 0x03 after a QMP cont (the gdbstub does not know
-		// the VM runs), while a QMP stop is always reported to the gdbstub as T02.
-		if err := m.qmp.Stop(ctx); err != nil {
-			return m.wrap(err)
-		}
+	}()
+	wait, quiet := stopPollFirst, 0
+	send := true
+	for {
 		select {
-		case <-wake:
+		case ev := <-claim:
+			return ev, nil
+		default:
+		}
+		if !m.gdb.Running() {
+			return m.stoppedEvent(ctx), nil
+		}
+		if send {
+			// QMP stop rather than the gdb break-in: QEMU ignores 0x03 after a QMP cont (the gdbstub does not
+			// know the VM runs), while a QMP stop of a running VM is always reported to the gdbstub as T02.
+			if err := m.qmp.Stop(ctx); err != nil {
+				return StopEvent{}, m.wrap(err)
+			}
+			send = false
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case ev := <-claim:
+			timer.Stop()
+			return ev, nil
 		case <-m.gone:
-			return m.alive()
+			timer.Stop()
+			return StopEvent{}, m.alive()
 		case <-ctx.Done():
-			return fmt.Errorf("stop: waiting for the VM to stop: %w", ctx.Err())
+			timer.Stop()
+			return StopEvent{}, fmt.Errorf("stop: waiting for the VM to stop: %w", ctx.Err())
+		case <-timer.C:
+		}
+		wait = min(2*wait, stopPollMax)
+		run, err := m.qmp.Running(ctx)
+		if err != nil {
+			return StopEvent{}, m.wrap(fmt.Errorf("stop: query-status: %w", err))
+		}
+		if run {
+			// Our stop was a no-op on a VM that was resumed right after it: stop again.
+			m.log.Debug("stop: the VM still runs; stopping again")
+			quiet, send = 0, true
+			continue
+		}
+		if quiet++; quiet < stopSettlePolls {
+			continue
+		}
+		settled, err := m.gdb.SettleStopped(ctx, m.qmp.Running)
+		if err != nil {
+			return StopEvent{}, m.wrap(err)
+		}
+		if settled {
+			m.log.Debug("stop: VM stopped without a stop reply; run state settled")
+		}
+		quiet = 0
+	}
+}
+
+// stoppedEvent describes a VM found stopped without a stop reply of its own.
+func (m *Machine) stoppedEvent(ctx context.Context) StopEvent {
+	m.mu.Lock()
+	cpu := m.lastCPU
+	m.mu.Unlock()
+	ev := StopEvent{Reason: StopInterrupted, CPU: cpu, Signal: int(rsp.SigInt), Raw: "stopped"}
+	if t, err := m.thread(cpu); err == nil {
+		if pc, err := m.readPC(ctx, t); err == nil {
+			ev.PC = pc
 		}
 	}
+	return ev
 }
 
 // Continue resumes all vCPUs. If the CPU that last stopped sits on one of our execution breakpoints, it is

@@ -65,7 +65,7 @@ type Machine struct {
 	hmpCache map[int]hmpEntry // HMP-only registers per CPU, valid for one stop
 	bps      map[Breakpoint]bool
 	lastCPU  int
-	stopWake chan struct{} // closed and replaced on every stop
+	halters  map[chan StopEvent]struct{} // Halt calls in progress: they take the next stop instead of Events
 	gone     chan struct{}
 	goneErr  error
 
@@ -92,7 +92,7 @@ func Connect(ctx context.Context, cfg Config) (*Machine, error) {
 	}
 	m := &Machine{
 		log: log, qmp: q, gdb: g, cfg: cfg, thr: g.Threads(),
-		bps: map[Breakpoint]bool{}, hmpCache: map[int]hmpEntry{}, stopWake: make(chan struct{}), gone: make(chan struct{}),
+		bps: map[Breakpoint]bool{}, hmpCache: map[int]hmpEntry{}, halters: map[chan StopEvent]struct{}{}, gone: make(chan struct{}),
 		events: newEventQueue(), closing: make(chan struct{}), loopEnd: make(chan struct{}),
 	}
 	if err := m.setup(ctx); err != nil {
@@ -154,7 +154,10 @@ func (m *Machine) MemoryMap() []qmp.Region { return append([]qmp.Region(nil), m.
 // Running reports whether the VM runs.
 func (m *Machine) Running() bool { return m.gdb.Running() }
 
-// Events delivers stop events (breakpoints, watchpoints, interrupts, resets, shutdown, and a final Gone).
+// Events delivers stop events (breakpoints, watchpoints, interrupts, resets, shutdown, and a final Gone)
+// that nobody asked for synchronously: the stop a Stop/Halt causes is returned by Halt and not queued, so
+// callers that stop the VM to inspect it and never read Events do not pile events up. A StopInterrupted still
+// arrives here for a stop nobody waits for (a Stop whose context ended first, or a pause from elsewhere).
 // The queue behind it is bounded; a consumer that never reads loses the oldest events, never blocks QEMU I/O.
 func (m *Machine) Events() <-chan StopEvent { return m.events.out }
 

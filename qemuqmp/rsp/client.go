@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -429,7 +430,11 @@ func (c *Client) write(ctx context.Context, b []byte) error {
 		_ = c.conn.SetWriteDeadline(dl)
 		defer c.conn.SetWriteDeadline(time.Time{})
 	}
-	if _, err := c.conn.Write(b); err != nil {
+	if n, err := c.conn.Write(b); err != nil {
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The caller's deadline had passed before a byte left: the stream is intact, only this call fails.
+			return fmt.Errorf("write: %w", context.DeadlineExceeded)
+		}
 		err = fmt.Errorf("%w: write: %v", ErrGone, err)
 		c.shutdown(err)
 		return err
@@ -440,6 +445,9 @@ func (c *Client) write(ctx context.Context, b []byte) error {
 // exchangeLocked writes packets back to back and waits for one reply per packet. The caller holds tx.
 func (c *Client) exchangeLocked(ctx context.Context, packets []string, stopOK, rcmd bool) ([][]byte, []byte, error) {
 	w := &waiter{want: len(packets), stopOK: stopOK, rcmd: rcmd, done: make(chan error, 1)}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err // nothing sent: an abandoned request must not cost the connection
+	}
 	c.mu.Lock()
 	if c.running {
 		c.mu.Unlock()
@@ -459,6 +467,14 @@ func (c *Client) exchangeLocked(ctx context.Context, packets []string, stopOK, r
 		buf = append(buf, Encode([]byte(p))...)
 	}
 	if err := c.write(ctx, buf); err != nil {
+		c.mu.Lock()
+		if c.waiter == w && c.errLocked() == nil {
+			c.waiter = nil // nothing was sent (see write): undo
+			if stopOK {
+				c.running = false
+			}
+		}
+		c.mu.Unlock()
 		return nil, nil, err
 	}
 	select {
@@ -557,6 +573,36 @@ func (c *Client) Reconcile(ctx context.Context, isRunning func(context.Context) 
 	return nil
 }
 
+// SettleStopped is the counterpart of Reconcile for a stop the stub never reported: when the client believes
+// the VM runs but isRunning (QMP query-status) says it is stopped, the client switches to stopped and returns
+// true. That happens when a QMP stop reached QEMU while the VM was already stopped (no event, no stop reply):
+// the caller must only settle after giving a pending stop reply time to arrive. Holds the request lock.
+func (c *Client) SettleStopped(ctx context.Context, isRunning func(context.Context) (bool, error)) (bool, error) {
+	if err := c.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer c.release()
+	c.mu.Lock()
+	wasRunning, seq := c.running, c.stopSeq
+	c.mu.Unlock()
+	if !wasRunning {
+		return false, nil
+	}
+	run, err := isRunning(ctx)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if run || !c.running || c.stopSeq != seq || c.waiter != nil {
+		return false, nil
+	}
+	c.running = false
+	c.selG = ""
+	c.log.Debug("gdbstub: VM found stopped without a stop reply")
+	return true, nil
+}
+
 // Continue resumes all vCPUs and returns at once; the stop arrives on Stops.
 func (c *Client) Continue(ctx context.Context) error { return c.resume(ctx, "c") }
 
@@ -583,10 +629,22 @@ func (c *Client) resume(ctx context.Context, packet string) error {
 		c.mu.Unlock()
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	c.running = true // before the write: the stop reply may beat us back
 	c.selG = ""
 	c.mu.Unlock()
-	return c.write(ctx, Encode([]byte(packet)))
+	if err := c.write(ctx, Encode([]byte(packet))); err != nil {
+		c.mu.Lock()
+		if c.errLocked() == nil {
+			c.running = false // nothing was sent (see write)
+		}
+		c.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // Interrupt sends the 0x03 break-in if the VM runs; the stop arrives on Stops. It is a no-op when stopped:

@@ -16,7 +16,6 @@ import (
 
 	"github.com/kdstub/kdstub/fixtures/winguest"
 	"github.com/kdstub/kdstub/kdproto"
-	"github.com/kdstub/kdstub/windows/machine"
 	"github.com/kdstub/kdstub/windows/paging"
 )
 
@@ -58,36 +57,41 @@ var (
 	guestOnce sync.Once
 	guestVal  *testGuest
 	guestErr  error
-	guestDir  string // removed by TestMain
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if guestDir != "" {
-		os.RemoveAll(guestDir)
+// bytesPhys is guest-physical memory held in a byte slice.
+type bytesPhys []byte
+
+func (b bytesPhys) ReadPhysical(_ context.Context, pa uint64, buf []byte) error {
+	if pa > uint64(len(b)) || uint64(len(buf)) > uint64(len(b))-pa {
+		return fmt.Errorf("read %#x bytes at PA %#x: outside %#x bytes of RAM", len(buf), pa, len(b))
 	}
-	os.Exit(code)
+	copy(buf, b[pa:])
+	return nil
 }
 
-// loadGuest generates one fixture guest per test binary (pure Go, no QEMU) and maps its RAM image.
+// loadGuest generates one fixture guest per test binary (pure Go, no QEMU) and keeps its RAM image in memory;
+// the generated files are removed at once, so fuzz workers that are killed leave nothing behind.
 func loadGuest(tb testing.TB) *testGuest {
 	tb.Helper()
 	guestOnce.Do(func() {
-		guestDir, guestErr = os.MkdirTemp("", "kdstub-debugger-test-")
-		if guestErr != nil {
-			return
-		}
-		g, err := winguest.Build(context.Background(), winguest.Options{Out: filepath.Join(guestDir, "g"), CPUs: 2, NoDisk: true, Seed: 5})
+		dir, err := os.MkdirTemp("", "kdstub-debugger-test-")
 		if err != nil {
 			guestErr = err
 			return
 		}
-		img, err := machine.OpenRawImage(g.RAMImage)
+		defer os.RemoveAll(dir)
+		g, err := winguest.Build(context.Background(), winguest.Options{Out: filepath.Join(dir, "g"), CPUs: 2, NoDisk: true, Seed: 5})
 		if err != nil {
 			guestErr = err
 			return
 		}
-		guestVal = &testGuest{m: g.Manifest, mem: &guestMem{as: paging.New(img, uint64(g.Manifest.KernelCR3), paging.ModeX64), overlays: map[uint64][]byte{}}}
+		ram, err := os.ReadFile(g.RAMImage)
+		if err != nil {
+			guestErr = err
+			return
+		}
+		guestVal = &testGuest{m: g.Manifest, mem: &guestMem{as: paging.New(bytesPhys(ram), uint64(g.Manifest.KernelCR3), paging.ModeX64), overlays: map[uint64][]byte{}}}
 	})
 	require.NoError(tb, guestErr)
 	return guestVal
