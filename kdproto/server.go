@@ -65,11 +65,16 @@ func (srv *Server) Serve(ctx context.Context, sess *TargetSession) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-runErr:
+			// A detaching debugger's last continue may still be queued: it was acknowledged, so honour it.
+			st.drainRequests(ctx, true)
 			if err == nil {
 				err = ErrSessionClosed
 			}
 			return fmt.Errorf("kd server: session ended: %w", err)
 		case <-sess.BreakIns():
+			// Requests queued before the break-in come first: a continue still in the queue makes the guest run,
+			// and this break-in must then stop it rather than be discarded as a stray byte.
+			st.drainRequests(ctx, false)
 			if !st.running || st.breakin {
 				continue // stray 0x62 while stopped, or one already acted on (kd-protocol.md §1.2)
 			}
@@ -95,6 +100,26 @@ func (srv *Server) Serve(ctx context.Context, sess *TargetSession) error {
 				continue
 			}
 			st.handle(ctx, m)
+		}
+	}
+}
+
+// drainRequests handles the requests already queued, in order, without waiting for more. With onlyResume
+// (the session is gone, nothing can be answered) only continues are acted on.
+func (st *serveState) drainRequests(ctx context.Context, onlyResume bool) {
+	for {
+		select {
+		case m := <-st.sess.Requests():
+			switch {
+			case st.running:
+				st.log.Debug("kd server: request while running ignored", "api", APIName(m.APINumber))
+			case onlyResume && !resumes(m.APINumber):
+				st.log.Debug("kd server: request after the session ended dropped", "api", APIName(m.APINumber))
+			default:
+				st.handle(ctx, m)
+			}
+		default:
+			return
 		}
 	}
 }

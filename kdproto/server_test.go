@@ -554,3 +554,92 @@ func TestServerContinueBreakInLoop(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// slowContextTarget answers GetContext slowly, so that requests queued behind it and the end of the session
+// are both ready when the server next looks.
+type slowContextTarget struct{ *memTarget }
+
+func (st slowContextTarget) GetContext(ctx context.Context, cpu int) (*kdproto.Context, error) {
+	time.Sleep(150 * time.Millisecond)
+	return st.memTarget.GetContext(ctx, cpu)
+}
+
+// A debugger that continues and hangs up at once (a detach) must leave the guest running: the continue was
+// acknowledged, so the server honours it even when the session ends before the server dispatched it.
+func TestServerHonoursContinueQueuedAtSessionEnd(t *testing.T) {
+	for round := range 10 {
+		ctx := tctx(t)
+		mt := newMemTarget()
+		mt.running, mt.pending = false, mt.sc(0, kdproto.StatusBreakpoint)
+		sctx, cancel := context.WithCancel(ctx)
+		hostSide, targetSide := kdtest.Pair()
+		ts := kdproto.NewTarget(targetSide, kdproto.Config{Dialect: kdproto.DialectKDCOM, RetransmitInterval: time.Second})
+		done := make(chan error, 1)
+		go func() { done <- (&kdproto.Server{Target: slowContextTarget{mt}}).Serve(sctx, ts) }()
+
+		// A raw debugger: a slow request, then the continue behind it, then it hangs up.
+		getCtx := mustManip(t, kdproto.APIGetContext, nil)
+		cont := mustManip(t, kdproto.APIContinue2, &kdproto.Continue2{ContinueStatus: kdproto.DBGContinue, Dr7: 0x400, CurrentSymbolStart: 1})
+		for i, m := range []*kdproto.Manipulate{getCtx, cont} {
+			data, err := m.MarshalBinary()
+			require.NoError(t, err)
+			require.NoError(t, hostSide.WritePacket(ctx, kdproto.NewDataPacket(kdproto.PacketTypeManipulate, 0x80800000|uint32(i), data)))
+		}
+		time.Sleep(50 * time.Millisecond) // both accepted by the session while the server is in GetContext
+		require.NoError(t, hostSide.Close())
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: server did not notice the session end", round)
+		}
+		cancel()
+		mt.mu.Lock()
+		conts, running := len(mt.conts), mt.running
+		mt.mu.Unlock()
+		require.Equal(t, 1, conts, "round %d: the acknowledged continue was not acted on", round)
+		require.True(t, running, "round %d", round)
+	}
+}
+
+// A break-in that arrives while a continue is still queued behind a slow request stops the guest the continue
+// resumed, instead of being discarded as a stray byte from a stopped target.
+func TestServerBreakInAfterQueuedContinueStops(t *testing.T) {
+	for round := range 10 {
+		ctx := tctx(t)
+		mt := newMemTarget()
+		mt.running, mt.pending = false, mt.sc(0, kdproto.StatusBreakpoint)
+		hostSide, targetSide := kdtest.Pair()
+		ts := kdproto.NewTarget(targetSide, kdproto.Config{Dialect: kdproto.DialectKDCOM, RetransmitInterval: time.Second})
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- (&kdproto.Server{Target: slowContextTarget{mt}}).Serve(sctx, ts) }()
+
+		go func() { // the raw debugger acknowledges whatever the target sends
+			for {
+				p, err := hostSide.ReadPacket(sctx)
+				if err != nil {
+					return
+				}
+				if p.IsData() {
+					_ = hostSide.WritePacket(sctx, kdproto.NewControlPacket(kdproto.PacketTypeAcknowledge, p.ID))
+				}
+			}
+		}()
+		getCtx := mustManip(t, kdproto.APIGetContext, nil)
+		cont := mustManip(t, kdproto.APIContinue2, &kdproto.Continue2{ContinueStatus: kdproto.DBGContinue, Dr7: 0x400, CurrentSymbolStart: 1})
+		for i, m := range []*kdproto.Manipulate{getCtx, cont} {
+			data, err := m.MarshalBinary()
+			require.NoError(t, err)
+			require.NoError(t, hostSide.WritePacket(ctx, kdproto.NewDataPacket(kdproto.PacketTypeManipulate, 0x80800000|uint32(i), data)))
+		}
+		time.Sleep(50 * time.Millisecond) // both accepted while the server is in GetContext
+		require.NoError(t, hostSide.WritePacket(ctx, kdproto.NewBreakinPacket()))
+		require.Eventually(t, func() bool {
+			mt.mu.Lock()
+			defer mt.mu.Unlock()
+			return mt.breaks == 1 && len(mt.conts) == 1
+		}, 5*time.Second, 10*time.Millisecond, "round %d: the break-in after the queued continue was lost", round)
+		cancel()
+		<-done
+	}
+}

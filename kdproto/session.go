@@ -488,6 +488,11 @@ func (ls *loopState) deliver(p *Packet) bool {
 	switch b := body.(type) {
 	case *Manipulate:
 		ok = trySend(ls.s.manips, b)
+		if ok && ls.s.cfg.Role == RoleTarget && resumes(b.APINumber) {
+			// The debugger has left the stop behind: a RESET from a debugger that connects before the server has
+			// acted on the continue must not be answered with the stale state change.
+			ls.pendingSC = nil
+		}
 	case *StateChange:
 		ok = trySend(ls.s.states, b)
 		if ok {
@@ -502,6 +507,9 @@ func (ls *loopState) deliver(p *Packet) bool {
 	}
 	return ok
 }
+
+// resumes reports whether api makes the target leave the debugger (kd-protocol.md §2.2).
+func resumes(api uint32) bool { return api == APIContinue || api == APIContinue2 }
 
 func trySend[T any](ch chan T, v T) bool {
 	select {

@@ -257,3 +257,38 @@ func TestSessionKDCOMLossyInMemory(t *testing.T) {
 		})
 	}
 }
+
+// A continue accepted by the target session ends the stop at once: a RESET that arrives before the server has
+// acted on the continue (a second debugger attaching right after a detach) must not re-send the stale stop.
+func TestTargetSessionContinueClearsPendingStop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, b := kdtest.Pair()
+	rec := kdtest.NewRecorder(b)
+	cfg := kdproto.Config{Dialect: kdproto.DialectKDCOM, RetransmitInterval: 5 * time.Second}
+	host, target := kdproto.NewHost(a, cfg), kdproto.NewTarget(rec, cfg)
+	go func() { _ = host.Run(ctx) }()
+	go func() { _ = target.Run(ctx) }()
+
+	sc := &kdproto.StateChange{NewState: kdproto.StateChangeException, NumberProcessors: 1, ProgramCounter: memBase,
+		U: &kdproto.Exception64{ExceptionCode: kdproto.StatusBreakpoint, ExceptionAddress: memBase, FirstChance: 1}}
+	require.NoError(t, target.SendStateChange(ctx, sc))
+	_, err := host.WaitStateChange(ctx)
+	require.NoError(t, err)
+
+	cont, err := kdproto.NewManipulate(kdproto.APIContinue2, &kdproto.Continue2{ContinueStatus: kdproto.DBGContinue, Dr7: 0x400, CurrentSymbolStart: 1}, nil)
+	require.NoError(t, err)
+	_, err = host.Request(ctx, cont)
+	require.NoError(t, err)
+	// Nobody consumes target.Requests(): the server has not acted on the continue yet.
+	require.NoError(t, host.Reset(ctx))
+	time.Sleep(300 * time.Millisecond) // a re-sent stop would follow the RESET answer immediately
+
+	stops := 0
+	for _, r := range rec.Log() {
+		if r.Sent && r.P.IsData() && r.P.Type == kdproto.PacketTypeStateChange64 {
+			stops++
+		}
+	}
+	require.Equal(t, 1, stops, "the stop the debugger continued from must not be re-sent after RESET")
+}
