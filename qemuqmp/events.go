@@ -233,8 +233,9 @@ func (m *Machine) Stop(ctx context.Context) error {
 const (
 	stopPollFirst = 5 * time.Millisecond
 	stopPollMax   = 100 * time.Millisecond
-	// stopSettlePolls consecutive "stopped" answers without a stop reply (≥ ~150 ms) prove that none is coming.
-	stopSettlePolls = 4
+	// stopSettlePolls consecutive "stopped" answers without a stop reply (5+10+20+40+80 ms ≈ 155 ms) prove
+	// that none is coming: a gdbstub "c" still in flight would have run the VM by then.
+	stopSettlePolls = 5
 )
 
 // Halt stops a running VM and returns the stop: StopInterrupted, or the breakpoint, watchpoint or step that

@@ -131,9 +131,10 @@ func TestBreakpointStepOverAndRehit(t *testing.T) {
 	require.NoError(t, m.Continue(ctx))
 	require.Eventually(t, func() bool { return readU64(t, ctx, m, g.Phys(t, "tick_count")) > c2+100 }, 10*time.Second, 5*time.Millisecond,
 		"without the breakpoint the loop runs freely")
-	require.NoError(t, m.Stop(ctx))
-	ev = nextStop(t, ctx, m)
+	ev, err = m.Halt(ctx)
+	require.NoError(t, err)
 	require.Equal(t, qemuqmp.StopInterrupted, ev.Reason)
+	require.Equal(t, 0, ev.CPU)
 }
 
 func TestWatchpointReportsAddress(t *testing.T) {

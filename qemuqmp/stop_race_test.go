@@ -27,11 +27,16 @@ func stopWithin(t *testing.T, ctx context.Context, m *qemuqmp.Machine, d time.Du
 // on different sockets, so QEMU may handle the stop first (a no-op on a stopped VM: no event, no T02) and then
 // run the guest on. Stop must notice and stop it again, never wait for a wake-up that does not come.
 func TestStopRightAfterContinue(t *testing.T) {
-	q := qemutest.Start(t, qemutest.Options{})
+	q := qemutest.Start(t, qemutest.Options{SMP: 2})
 	m := q.Connect(t, qemuqmp.Config{})
 	ctx := testCtx(t, 90*time.Second)
-	for i := 0; i < 150; i++ {
+	for i := 0; i < 300; i++ {
 		require.NoError(t, m.Continue(ctx))
+		if i%2 == 1 {
+			// A small QMP round trip between the gdbstub's "c" and the stop, as a KD break-in has.
+			_, err := m.QMP().Running(ctx)
+			require.NoError(t, err)
+		}
 		stopWithin(t, ctx, m, 3*time.Second, "continue+stop", i)
 	}
 	// The machine is still usable: registers read, and the guest runs and stops again.
@@ -77,4 +82,35 @@ func TestStopAfterCancelledRequest(t *testing.T) {
 	}
 	_, err := m.Registers(ctx, 0)
 	require.NoError(t, err)
+}
+
+// requireNoEvent asserts that nothing is queued on Events (the pump delivers within microseconds; 50 ms is
+// generous).
+func requireNoEvent(t *testing.T, m *qemuqmp.Machine, msg string) {
+	t.Helper()
+	select {
+	case ev := <-m.Events():
+		t.Fatalf("%s: unexpected event %+v", msg, ev)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// TestStopDoesNotQueueEvents: callers that stop the VM to inspect it and never read Events (scan, discovery)
+// must not pile events up; a stop nobody asked for still arrives on Events.
+func TestStopDoesNotQueueEvents(t *testing.T) {
+	q := qemutest.Start(t, qemutest.Options{})
+	m := q.Connect(t, qemuqmp.Config{})
+	ctx := testCtx(t, 30*time.Second)
+	for i := 0; i < 20; i++ {
+		require.NoError(t, m.Continue(ctx))
+		require.NoError(t, m.Stop(ctx))
+	}
+	requireNoEvent(t, m, "20 Stop calls")
+	// A pause from elsewhere (QMP stop through the monitor) is nobody's Halt: it is queued.
+	require.NoError(t, m.Continue(ctx))
+	_, err := m.Monitor(ctx, "stop")
+	require.NoError(t, err)
+	ev := nextStop(t, ctx, m)
+	require.Equal(t, qemuqmp.StopInterrupted, ev.Reason)
+	require.False(t, m.Running())
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
@@ -19,7 +20,7 @@ import (
 	"github.com/kdstub/kdstub/windows/target"
 )
 
-// serveSpec is the one transport serve listens on.
+// serveSpec is one transport serve listens on.
 type serveSpec struct {
 	serialNet, serialAddr string // "tcp"/"unix" and the address
 
@@ -30,35 +31,54 @@ type serveSpec struct {
 	keyGiven    bool
 }
 
-func parseServeTransport(c *cli.Context) (*serveSpec, error) {
-	n := 0
-	for _, f := range []string{"kdnet", "kdnet-listen", "serial"} {
-		if c.IsSet(f) {
-			n++
-		}
+// parseServeTransports returns the transports to serve: KD serial, KDNET (classic or target= mode), or
+// KD serial plus one KDNET mode at once.
+func parseServeTransports(c *cli.Context) ([]*serveSpec, error) {
+	if c.IsSet("kdnet") && c.IsSet("kdnet-listen") {
+		return nil, errors.New("give at most one of --kdnet and --kdnet-listen")
 	}
-	if n != 1 {
-		return nil, errors.New("give exactly one of --kdnet, --kdnet-listen or --serial")
-	}
-	s := &serveSpec{}
+	var specs []*serveSpec
 	if c.IsSet("serial") {
-		v := c.String("serial")
-		switch {
-		case strings.HasPrefix(v, "tcp-listen:"):
-			s.serialNet, s.serialAddr = "tcp", strings.TrimPrefix(v, "tcp-listen:")
-		case strings.HasPrefix(v, "unix-listen:"):
-			s.serialNet, s.serialAddr = "unix", strings.TrimPrefix(v, "unix-listen:")
-		default:
-			return nil, fmt.Errorf("--serial %q: want tcp-listen:ADDR:PORT or unix-listen:PATH", v)
+		s, err := parseSerialSpec(c.String("serial"))
+		if err != nil {
+			return nil, err
 		}
-		if s.serialAddr == "" {
-			return nil, fmt.Errorf("--serial %q: empty address", v)
-		}
-		if s.serialNet == "tcp" && strings.HasPrefix(s.serialAddr, ":") {
-			s.serialAddr = "127.0.0.1" + s.serialAddr // loopback unless an address is given
-		}
-		return s, nil
+		specs = append(specs, s)
 	}
+	if c.IsSet("kdnet") || c.IsSet("kdnet-listen") {
+		s, err := parseKDNETSpec(c)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	if len(specs) == 0 {
+		return nil, errors.New("give at least one transport: --serial and/or one of --kdnet, --kdnet-listen")
+	}
+	return specs, nil
+}
+
+func parseSerialSpec(v string) (*serveSpec, error) {
+	s := &serveSpec{}
+	switch {
+	case strings.HasPrefix(v, "tcp-listen:"):
+		s.serialNet, s.serialAddr = "tcp", strings.TrimPrefix(v, "tcp-listen:")
+	case strings.HasPrefix(v, "unix-listen:"):
+		s.serialNet, s.serialAddr = "unix", strings.TrimPrefix(v, "unix-listen:")
+	default:
+		return nil, fmt.Errorf("--serial %q: want tcp-listen:ADDR:PORT or unix-listen:PATH", v)
+	}
+	if s.serialAddr == "" {
+		return nil, fmt.Errorf("--serial %q: empty address", v)
+	}
+	if s.serialNet == "tcp" && strings.HasPrefix(s.serialAddr, ":") {
+		s.serialAddr = "127.0.0.1" + s.serialAddr // loopback unless an address is given
+	}
+	return s, nil
+}
+
+func parseKDNETSpec(c *cli.Context) (*serveSpec, error) {
+	s := &serveSpec{}
 	if c.IsSet("key") {
 		k, err := kdnet.ParseKey(c.String("key"))
 		if err != nil {
@@ -110,16 +130,79 @@ func (s *serveSpec) describe() string {
 	return "kdnet classic to " + s.kdnetHost.String() + " from " + s.kdnetLocal.String()
 }
 
-// serve runs the transport until ctx ends: serial accepts one debugger after another; KDNET keeps one socket
-// and one KD session, resynchronised whenever a new debugger completes a handshake.
-func (s *serveSpec) serve(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server) error {
-	if s.serialNet != "" {
-		return s.serveSerial(ctx, lg, out, srv)
-	}
-	return s.serveKDNET(ctx, lg, out, srv)
+// debuggerGate lets one debugger at a time drive the target, whichever transport it came on: two KD
+// sessions interleaving continues and break-ins on one guest would confuse both debuggers.
+type debuggerGate struct {
+	slot chan struct{}
+	mu   sync.Mutex
+	who  string
 }
 
-func (s *serveSpec) serveSerial(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server) error {
+func newDebuggerGate() *debuggerGate { return &debuggerGate{slot: make(chan struct{}, 1)} }
+
+// tryAcquire takes the gate for who, or reports who holds it.
+func (g *debuggerGate) tryAcquire(who string) (holder string, ok bool) {
+	select {
+	case g.slot <- struct{}{}:
+		g.mu.Lock()
+		g.who = who
+		g.mu.Unlock()
+		return "", true
+	default:
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.who, false
+	}
+}
+
+// acquire waits for the gate.
+func (g *debuggerGate) acquire(ctx context.Context, who string) error {
+	select {
+	case g.slot <- struct{}{}:
+		g.mu.Lock()
+		g.who = who
+		g.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *debuggerGate) release() { <-g.slot }
+
+// serveAll runs every transport until ctx ends or one fails for good (the guest is gone); the first such
+// error ends them all.
+func serveAll(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server, specs []*serveSpec) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gate := newDebuggerGate()
+	errs := make(chan error, len(specs))
+	for _, s := range specs {
+		go func() {
+			err := s.serve(ctx, lg, out, srv, gate)
+			cancel()
+			errs <- err
+		}()
+	}
+	var first error
+	for range specs {
+		if err := <-errs; first == nil || (errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			first = err
+		}
+	}
+	return first
+}
+
+// serve runs the transport until ctx ends: serial accepts one debugger after another; KDNET keeps one socket
+// and one KD session, resynchronised whenever a new debugger completes a handshake.
+func (s *serveSpec) serve(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server, gate *debuggerGate) error {
+	if s.serialNet != "" {
+		return s.serveSerial(ctx, lg, out, srv, gate)
+	}
+	return s.serveKDNET(ctx, lg, out, srv, gate)
+}
+
+func (s *serveSpec) serveSerial(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server, gate *debuggerGate) error {
 	ln, err := serial.Listen(ctx, s.serialNet, s.serialAddr)
 	if err != nil {
 		return err
@@ -130,33 +213,60 @@ func (s *serveSpec) serveSerial(ctx context.Context, lg *slog.Logger, out io.Wri
 	} else {
 		fmt.Fprintf(out, "KD serial listening on unix socket %s\n", ln.Addr())
 	}
+	// Accept keeps running while a debugger is served, so a second one is refused at once instead of waiting
+	// unanswered in the listen backlog.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fatal := make(chan error, 1)
 	for {
 		tr, err := ln.Accept(ctx)
 		if err != nil {
+			select {
+			case err = <-fatal:
+				return err
+			default:
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return err
 		}
-		lg.Info("debugger connected", "transport", "kd-serial")
-		sess := kdproto.NewTarget(tr, kdproto.Config{Dialect: kdproto.DialectKDCOM, Logger: lg.With("layer", "session")})
-		err = srv.Serve(ctx, sess)
-		tr.Close()
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if holder, ok := gate.tryAcquire(s.describe()); !ok {
+			lg.Warn("debugger refused: another debugger is attached", "transport", s.describe(), "attached", holder)
+			tr.Close()
+			continue
 		}
-		if errors.Is(err, target.ErrGone) {
-			return err // the guest is gone; the next debugger would find nothing to debug
-		}
-		lg.Info("debugger disconnected", "reason", err)
+		lg.Info("debugger connected", "transport", s.describe())
+		go func() {
+			defer gate.release()
+			sess := kdproto.NewTarget(tr, kdproto.Config{Dialect: kdproto.DialectKDCOM, Logger: lg.With("layer", "session")})
+			err := srv.Serve(ctx, sess)
+			tr.Close()
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, target.ErrGone) {
+				fatal <- err // the guest is gone; the next debugger would find nothing to debug
+				cancel()
+				return
+			}
+			lg.Info("debugger disconnected", "transport", s.describe(), "reason", err)
+		}()
 	}
 }
 
-func (s *serveSpec) serveKDNET(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server) error {
+// serveKDNET serves the KDNET session once a debugger has completed a handshake and no other debugger is
+// attached. UDP has no hang-up, so a KDNET debugger keeps the gate until serve ends.
+func (s *serveSpec) serveKDNET(ctx context.Context, lg *slog.Logger, out io.Writer, srv *kdproto.Server, gate *debuggerGate) error {
 	var sess atomic.Pointer[kdproto.TargetSession]
+	connected := make(chan netip.AddrPort, 1)
 	cfg := kdnet.TargetConfig{
 		Key: s.key, Local: s.kdnetLocal, Logger: lg.With("layer", "kdnet"),
 		OnConnect: func(host netip.AddrPort) {
+			select {
+			case connected <- host:
+			default:
+			}
 			// A new debugger may start its packet ids over without a RESET.
 			if ts := sess.Load(); ts != nil {
 				go func() { _ = ts.Resync(ctx) }()
@@ -178,6 +288,20 @@ func (s *serveSpec) serveKDNET(ctx context.Context, lg *slog.Logger, out io.Writ
 		fmt.Fprintf(out, "KDNET poking %s from %s\nWinDbg: windbg -k net:port=%d,key=%s\n",
 			s.kdnetHost, tr.LocalAddr(), s.kdnetHost.Port(), s.key)
 	}
+	var host netip.AddrPort
+	select {
+	case host = <-connected:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if holder, ok := gate.tryAcquire(s.describe()); !ok {
+		lg.Warn("KDNET debugger waits: another debugger is attached", "debugger", host, "attached", holder)
+		if err := gate.acquire(ctx, s.describe()); err != nil {
+			return err
+		}
+	}
+	defer gate.release()
+	lg.Info("debugger connected", "transport", s.describe(), "debugger", host)
 	ts := kdproto.NewTarget(tr, kdproto.Config{Dialect: kdproto.DialectKDNET, Logger: lg.With("layer", "session")})
 	sess.Store(ts)
 	return srv.Serve(ctx, ts)

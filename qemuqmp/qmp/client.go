@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -276,13 +277,22 @@ func (c *Client) Execute(ctx context.Context, cmd string, args any) (json.RawMes
 		c.forget(id)
 		return nil, fmt.Errorf("encode %s: %w", cmd, err)
 	}
+	if err := ctx.Err(); err != nil {
+		c.forget(id)
+		return nil, fmt.Errorf("%s: %w", cmd, err) // nothing sent: the connection stays usable
+	}
 	c.wmu.Lock()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.conn.SetWriteDeadline(dl)
 	}
-	_, err = c.conn.Write(append(b, '\n'))
+	n, err := c.conn.Write(append(b, '\n'))
 	_ = c.conn.SetWriteDeadline(time.Time{})
 	c.wmu.Unlock()
+	if err != nil && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The deadline passed before a byte left: the stream is intact, only this call fails.
+		c.forget(id)
+		return nil, fmt.Errorf("%s: write: %w", cmd, context.DeadlineExceeded)
+	}
 	if err != nil {
 		err = fmt.Errorf("%w: write %s: %v", ErrGone, cmd, err)
 		c.shutdown(err)

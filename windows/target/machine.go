@@ -25,8 +25,10 @@ type Machine interface {
 
 	// Running reports whether the guest's CPUs run (as opposed to paused by anyone).
 	Running() bool
-	// Stop stops all CPUs of a running guest; the stop is reported on Events as StopInterrupted.
-	Stop(ctx context.Context) error
+	// Stop stops all CPUs and returns the stop: StopInterrupted, or the breakpoint/watchpoint that beat the
+	// break-in. That stop is returned only, never also reported on Events. It must return once the guest is
+	// stopped or ctx ends, whatever races it (the caller bounds it with ctx and does not retry).
+	Stop(ctx context.Context) (Stop, error)
 	// Continue resumes all CPUs; the next stop is reported on Events. Stepping over an armed breakpoint at a
 	// CPU's PC is the machine's business.
 	Continue(ctx context.Context) error
@@ -35,7 +37,7 @@ type Machine interface {
 	Step(ctx context.Context, cpu int) (Stop, error)
 	AddBreakpoint(ctx context.Context, bp Breakpoint) error
 	RemoveBreakpoint(ctx context.Context, bp Breakpoint) error
-	// Events delivers stops that follow Continue or Stop, and guest resets.
+	// Events delivers stops that follow Continue (and stops nobody asked for), and guest resets.
 	Events() <-chan Stop
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/kdstub/kdstub/internal/amd64"
 	"github.com/kdstub/kdstub/kdproto"
@@ -51,32 +50,40 @@ func (t *Target) Break(ctx context.Context) error {
 			t.queued = sc
 		}
 		t.mu.Unlock()
+		t.wakeWaitStop()
 		return nil
 	}
 	t.mu.Unlock()
-	// A stop request can race a resume inside QEMU (a QMP stop handled before the gdbstub's continue is a
-	// no-op, and the continue then runs the guest on): bound each attempt and ask again.
-	var err error
-	for attempt := 0; attempt < stopAttempts; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, stopAttemptTimeout)
-		err = t.m.Stop(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		t.log.Debug("stop the guest: retrying", "attempt", attempt+1, "err", err)
-	}
+	// One attempt bounded by the caller's context: the machine's Stop settles every race itself (a stop that
+	// raced a resume or a breakpoint) and never waits for a wake-up that may not come.
+	ev, err := t.m.Stop(ctx)
 	if err != nil {
 		return fmt.Errorf("stop the guest: %w", err)
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ev.Reason == StopGone {
+		return fmt.Errorf("stop the guest: %w: %v", ErrGone, ev.Err)
+	}
+	// The stop is returned, not queued on Events: report it from here (a breakpoint that beat the break-in is
+	// reported as that breakpoint).
+	sc, err := t.onStop(ctx, ev)
+	if err != nil {
+		return err
+	}
+	t.queued = sc
+	t.wakeWaitStop()
 	return nil
 }
 
-// Stop attempts of Break.
-const (
-	stopAttempts       = 5
-	stopAttemptTimeout = time.Second
-)
+// wakeWaitStop makes a WaitStop blocked on Events look at t.queued again: Break's stop is returned by the
+// machine, not queued on Events, so nothing else would wake it.
+func (t *Target) wakeWaitStop() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
 
 // WaitStop implements kdproto.Target.
 func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {
@@ -93,6 +100,8 @@ func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-t.kick:
+			continue // Break queued a stop
 		case ev, ok = <-t.m.Events():
 		}
 		if !ok {

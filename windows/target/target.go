@@ -48,6 +48,8 @@ type Target struct {
 	bpRefs        map[uint64]int             // VA → handles using it (one emulator breakpoint per VA)
 	hwArmed       map[Breakpoint]bool        // emulator breakpoints/watchpoints derived from the DR shadow
 	traceNextStep bool                       // SetContext asked for EFLAGS.TF: the next continue steps
+
+	kick chan struct{} // Break → WaitStop: a stop was queued
 }
 
 // maxBreakpoints is the size of the Windows breakpoint table (handles 1..32).
@@ -80,6 +82,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		running: cfg.Machine.Running(),
 		regs:    map[int]amd64.Registers{}, spaces: map[uint64]*paging.AddressSpace{},
 		dr: make([]debugRegs, n), bpRefs: map[uint64]int{}, hwArmed: map[Breakpoint]bool{},
+		kick: make(chan struct{}, 1),
 	}
 	for i := range t.dr {
 		t.dr[i] = resetDebugRegs()

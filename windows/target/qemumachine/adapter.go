@@ -48,7 +48,14 @@ func (a *Adapter) WritePhysical(ctx context.Context, pa uint64, buf []byte) erro
 	return a.M.WritePhysical(ctx, pa, buf)
 }
 
-func (a *Adapter) Stop(ctx context.Context) error     { return a.M.Stop(ctx) }
+func (a *Adapter) Stop(ctx context.Context) (target.Stop, error) {
+	ev, err := a.M.Halt(ctx)
+	if err != nil {
+		return target.Stop{}, err
+	}
+	return convert(ev), nil
+}
+
 func (a *Adapter) Continue(ctx context.Context) error { return a.M.Continue(ctx) }
 
 func (a *Adapter) Step(ctx context.Context, cpu int) (target.Stop, error) {
