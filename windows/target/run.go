@@ -37,11 +37,20 @@ func (t *Target) Break(ctx context.Context) error {
 	t.mu.Lock()
 	if !t.m.Running() {
 		// Already stopped (e.g. paused by someone else, or a stop that raced the break-in): report the current
-		// state as a break-in without touching the machine.
-		if t.queued == nil {
+		// state as a break-in without touching the machine, unless the kernel is not up yet (holdBreakIn).
+		if t.queued == nil && !t.awaitKernel {
 			t.running = false
 			t.invalidate()
-			t.ensureKernel(ctx)
+			held, err := t.holdBreakIn(ctx)
+			if err != nil {
+				t.mu.Unlock()
+				return err
+			}
+			if held {
+				t.mu.Unlock()
+				t.wakeWaitStop()
+				return nil
+			}
 			sc, err := t.stateChange(ctx, t.current, exception{code: kdproto.StatusBreakpoint, params: 1})
 			if err != nil {
 				t.mu.Unlock()
@@ -64,6 +73,18 @@ func (t *Target) Break(ctx context.Context) error {
 	defer t.mu.Unlock()
 	if ev.Reason == StopGone {
 		return fmt.Errorf("stop the guest: %w: %v", ErrGone, ev.Err)
+	}
+	if ev.Reason == StopInterrupted {
+		t.running = false
+		t.invalidate()
+		held, err := t.holdBreakIn(ctx)
+		if err != nil {
+			return err
+		}
+		if held {
+			t.wakeWaitStop()
+			return nil
+		}
 	}
 	// The stop is returned, not queued on Events: report it from here (a breakpoint that beat the break-in is
 	// reported as that breakpoint).
@@ -93,6 +114,10 @@ func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {
 			t.queued, t.pending, t.running = nil, sc, false
 			t.mu.Unlock()
 			return sc, nil
+		}
+		if t.awaitKernel {
+			t.mu.Unlock()
+			return t.waitKernel(ctx)
 		}
 		t.mu.Unlock()
 		var ev Stop
@@ -125,6 +150,20 @@ func (t *Target) WaitStop(ctx context.Context) (*kdproto.StateChange, error) {
 			continue
 		}
 		t.mu.Lock()
+		if ev.Reason == StopInterrupted && !t.awaitKernel {
+			// Someone else's stop: a kernel that is not up yet does not report it either.
+			t.running = false
+			t.invalidate()
+			held, err := t.holdBreakIn(ctx)
+			if err != nil {
+				t.mu.Unlock()
+				return nil, err
+			}
+			if held {
+				t.mu.Unlock()
+				continue
+			}
+		}
 		sc, err := t.onStop(ctx, ev)
 		t.mu.Unlock()
 		if err != nil {

@@ -48,6 +48,7 @@ type Target struct {
 	bpRefs        map[uint64]int             // VA → handles using it (one emulator breakpoint per VA)
 	hwArmed       map[Breakpoint]bool        // emulator breakpoints/watchpoints derived from the DR shadow
 	traceNextStep bool                       // SetContext asked for EFLAGS.TF: the next continue steps
+	awaitKernel   bool                       // a break-in waits, guest running, until the kernel is discoverable
 
 	kick chan struct{} // Break → WaitStop: a stop was queued
 }
@@ -108,21 +109,29 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 // ensureKernel runs a pending discovery (first stop, or after a reset). Failure is logged and retried at
 // the next stop; requests that need kernel facts fail meanwhile. Callers hold t.mu; the guest is stopped.
 func (t *Target) ensureKernel(ctx context.Context) {
+	if err := t.discover(ctx); err != nil {
+		t.log.Warn("discover the kernel", "err", err)
+	}
+}
+
+// discover runs a pending discovery and returns why it failed, without logging the failure (callers that
+// retry decide how loud to be). Callers hold t.mu; the guest is stopped.
+func (t *Target) discover(ctx context.Context) error {
 	if !t.rediscover || t.disc == nil {
-		return
+		return nil
 	}
 	k, err := t.disc.Discover(ctx)
 	if err == nil {
 		err = k.validate()
 	}
 	if err != nil {
-		t.log.Warn("discover the kernel", "err", err)
-		return
+		return err
 	}
 	t.setKernel(ctx, k)
 	t.rediscover = false
 	t.log.Info("kernel discovered", "base", fmt.Sprintf("%#x", k.KernBase), "build", k.Build,
 		"kdbg", fmt.Sprintf("%#x", k.KDBG))
+	return nil
 }
 
 // Kernel returns the kernel facts in use.
