@@ -212,6 +212,25 @@ func (p *Process) Wait(ctx context.Context) error {
 	}
 }
 
+// Terminate asks this QEMU process to shut down with SIGTERM, which QEMU handles like a monitor quit (a
+// record/replay log gets its header only on such a clean exit), and waits for it up to ctx; it does not kill.
+func (p *Process) Terminate(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("terminate qemu pid %d: %w", p.cmd.Process.Pid, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("terminate qemu pid %d: %w", p.cmd.Process.Pid, ctx.Err())
+	}
+}
+
 // Kill kills this QEMU process (only it, by pid) and reaps it.
 func (p *Process) Kill() error {
 	var err error

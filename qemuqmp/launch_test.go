@@ -45,3 +45,23 @@ func TestStartRejectsBadConfig(t *testing.T) {
 		require.Error(t, err, name)
 	}
 }
+
+// Terminate shuts QEMU down with SIGTERM, which QEMU treats as a clean quit (exit status 0, so a record log
+// gets its header), without a QMP connection.
+func TestTerminateQuitsCleanly(t *testing.T) {
+	g := qemutest.TinyGuest(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := qemuqmp.Start(ctx, qemuqmp.LaunchConfig{Dir: dir, Kernel: g.ELF32, DieWithParent: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Kill() })
+	require.NoError(t, p.Terminate(ctx))
+	select {
+	case <-p.Exited():
+	default:
+		t.Fatal("Terminate returned before QEMU exited")
+	}
+	require.NoError(t, p.Wait(ctx), "SIGTERM exits QEMU with status 0")
+	require.NoError(t, p.Terminate(ctx), "terminating an exited QEMU is a no-op")
+}

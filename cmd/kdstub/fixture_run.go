@@ -105,23 +105,31 @@ func fixtureRun(c *cli.Context) error {
 	return nil
 }
 
-// quitQEMU asks QEMU to quit over QMP (it may fail when another client holds the single QMP connection) and
-// kills it if it has not exited shortly after.
+// quitQEMU shuts QEMU down cleanly — a QMP quit, or SIGTERM when QMP is unavailable (another client may hold
+// its single connection) or the quit is not honoured in time — so that a --record log gets its header, and
+// kills it only as a last resort.
 func quitQEMU(p *qemuqmp.Process, lg interface{ Warn(string, ...any) }) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if cl, err := qmp.Dial(ctx, "unix:"+p.QMPSocket, nil); err == nil {
-		if err := cl.Quit(ctx); err != nil {
+		err = cl.Quit(ctx)
+		cl.Close()
+		if err == nil {
+			select {
+			case <-p.Exited():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		} else {
 			lg.Warn("qmp quit failed", "err", err)
 		}
-		cl.Close()
 	}
-	select {
-	case <-p.Exited():
-	case <-time.After(3 * time.Second):
-		lg.Warn("qemu did not quit; killing it")
+	tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer tcancel()
+	if err := p.Terminate(tctx); err != nil {
+		lg.Warn("qemu did not quit; killing it", "err", err)
+		p.Kill()
 	}
-	p.Kill()
 }
 
 // socketPath turns "unix:PATH" (or a bare path) into a path, defaulting to def.
