@@ -15,23 +15,12 @@ import (
 // control space) over KD serial on a unix socket and on TCP, and over KDNET in both modes, against the live
 // fixture guest, and checks every answer against the manifest.
 func TestAttachEachTransport(t *testing.T) {
-	cases := []struct {
-		name   string
-		attach func(t *testing.T, ctx context.Context, s *stub) *debugger
-	}{
-		{"serial-unix", func(t *testing.T, ctx context.Context, s *stub) *debugger { return s.attachSerial(t, ctx, "unix") }},
-		{"serial-tcp", func(t *testing.T, ctx context.Context, s *stub) *debugger { return s.attachSerial(t, ctx, "tcp") }},
-		{"kdnet-classic", func(t *testing.T, ctx context.Context, s *stub) *debugger { return s.attachKDNET(t, ctx, false) }},
-		{"kdnet-target-mode", func(t *testing.T, ctx context.Context, s *stub) *debugger { return s.attachKDNET(t, ctx, true) }},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 90*time.Second)
-			s := startStub(t, 1)
-			d := tc.attach(t, ctx, s)
-			checkAttach(t, ctx, s, d)
-		})
-	}
+	forEachTransport(t, func(t *testing.T, attach attachFunc) {
+		ctx := testCtx(t, 90*time.Second)
+		s := startStub(t, 1)
+		d := attach(t, ctx, s)
+		checkAttach(t, ctx, s, d)
+	})
 }
 
 func checkAttach(t *testing.T, ctx context.Context, s *stub, d *debugger) {

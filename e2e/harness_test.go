@@ -127,6 +127,28 @@ func startHost(ctx context.Context, tr kdproto.Transport, d kdproto.Dialect) *kd
 	return h
 }
 
+// attachFunc attaches a new debugger to the stub over one transport.
+type attachFunc func(t testing.TB, ctx context.Context, s *stub) *debugger
+
+// transports are the four ways a debugger reaches the stub: KD serial on a unix socket and on TCP, and KDNET
+// in classic and target= mode.
+var transports = []struct {
+	name   string
+	attach attachFunc
+}{
+	{"serial-unix", func(t testing.TB, ctx context.Context, s *stub) *debugger { return s.attachSerial(t, ctx, "unix") }},
+	{"serial-tcp", func(t testing.TB, ctx context.Context, s *stub) *debugger { return s.attachSerial(t, ctx, "tcp") }},
+	{"kdnet-classic", func(t testing.TB, ctx context.Context, s *stub) *debugger { return s.attachKDNET(t, ctx, false) }},
+	{"kdnet-target-mode", func(t testing.TB, ctx context.Context, s *stub) *debugger { return s.attachKDNET(t, ctx, true) }},
+}
+
+// forEachTransport runs body once per transport, as a subtest named after it.
+func forEachTransport(t *testing.T, body func(t *testing.T, attach attachFunc)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { body(t, tr.attach) })
+	}
+}
+
 // attachSerial connects over a KD serial listener (network "unix" or "tcp").
 func (s *stub) attachSerial(t testing.TB, ctx context.Context, network string) *debugger {
 	t.Helper()
@@ -184,7 +206,10 @@ func (s *stub) attachKDNET(t testing.TB, ctx context.Context, targetMode bool) *
 	case <-ctx.Done():
 		t.Fatal("KDNET handshake did not complete")
 	}
-	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDNET), close: htr.Close}
+	// UDP has no hang-up: a debugger going away is modelled by closing both ends, which ends the session the
+	// way a serial hang-up does (serve itself keeps its KDNET transport and resyncs on the next handshake).
+	hangUp := func() error { htr.Close(); return ttr.Close() }
+	d := &debugger{h: startHost(ctx, htr, kdproto.DialectKDNET), close: hangUp}
 	d.srv = s.serveSession(ctx, kdproto.NewTarget(ttr, kdproto.Config{Dialect: kdproto.DialectKDNET}))
 	return d
 }

@@ -11,52 +11,56 @@ import (
 	"github.com/kdstub/kdstub/kdproto"
 )
 
-// TestContinueBreakIn50 alternates continue and break-in 50 times on one KDNET session; the guest makes
+// TestContinueBreakIn50 alternates continue and break-in 50 times on one session over each transport; the guest makes
 // progress between stops.
 func TestContinueBreakIn50(t *testing.T) {
-	ctx := testCtx(t, 120*time.Second)
-	s := startStub(t, 1)
-	d := s.attachKDNET(t, ctx, false)
-	counter := uint64(s.g.Manifest.Loop.Counter)
-	d.breakIn(t, ctx)
-	last := d.u64(t, ctx, counter)
-	for i := 0; i < 50; i++ {
-		// On a loaded machine QEMU may not get a time slice between a continue and a quick break-in, so a round
-		// may take a few continue/break-in cycles (with longer pauses) before the counter moves; it must move.
-		now := last
-		for try, pause := 0, 5*time.Millisecond; try < 6 && now <= last; try, pause = try+1, pause*3 {
-			d.cont(t, ctx, false, 0x400)
-			time.Sleep(pause)
-			sc := d.breakIn(t, ctx)
-			require.Equal(t, kdproto.StatusBreakpoint, code(sc), "round %d", i)
-			now = d.u64(t, ctx, counter)
+	forEachTransport(t, func(t *testing.T, attach attachFunc) {
+		ctx := testCtx(t, 120*time.Second)
+		s := startStub(t, 1)
+		d := attach(t, ctx, s)
+		counter := uint64(s.g.Manifest.Loop.Counter)
+		d.breakIn(t, ctx)
+		last := d.u64(t, ctx, counter)
+		for i := 0; i < 50; i++ {
+			// On a loaded machine QEMU may not get a time slice between a continue and a quick break-in, so a round
+			// may take a few continue/break-in cycles (with longer pauses) before the counter moves; it must move.
+			now := last
+			for try, pause := 0, 5*time.Millisecond; try < 6 && now <= last; try, pause = try+1, pause*3 {
+				d.cont(t, ctx, false, 0x400)
+				time.Sleep(pause)
+				sc := d.breakIn(t, ctx)
+				require.Equal(t, kdproto.StatusBreakpoint, code(sc), "round %d", i)
+				now = d.u64(t, ctx, counter)
+			}
+			require.Greater(t, now, last, "round %d: the guest ran", i)
+			last = now
 		}
-		require.Greater(t, now, last, "round %d: the guest ran", i)
-		last = now
-	}
-	d.cont(t, ctx, false, 0x400)
+		d.cont(t, ctx, false, 0x400)
+	})
 }
 
-// TestDetachReattach20 connects 20 debuggers one after another over KD serial; each breaks in, reads the
+// TestDetachReattach20 connects 20 debuggers one after another over each transport; each breaks in, reads the
 // version and detaches with a continue, and the guest keeps running in between.
 func TestDetachReattach20(t *testing.T) {
-	ctx := testCtx(t, 120*time.Second)
-	s := startStub(t, 1)
-	for i := 0; i < 20; i++ {
-		d := s.attachSerial(t, ctx, "unix")
-		sc := d.breakIn(t, ctx)
-		require.Equal(t, kdproto.StatusBreakpoint, code(sc), "attach %d", i)
-		v := d.request(t, ctx, kdproto.APIGetVersion, nil, nil, 0)
-		require.Equal(t, uint64(s.g.Manifest.KernelBase), v.U.(*kdproto.GetVersion64).KernBase)
-		d.cont(t, ctx, false, 0x400)
-		require.NoError(t, d.close()) // hang up
-		select {
-		case <-d.srv:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("attach %d: server did not end with its session", i)
+	forEachTransport(t, func(t *testing.T, attach attachFunc) {
+		ctx := testCtx(t, 120*time.Second)
+		s := startStub(t, 1)
+		for i := 0; i < 20; i++ {
+			d := attach(t, ctx, s)
+			sc := d.breakIn(t, ctx)
+			require.Equal(t, kdproto.StatusBreakpoint, code(sc), "attach %d", i)
+			v := d.request(t, ctx, kdproto.APIGetVersion, nil, nil, 0)
+			require.Equal(t, uint64(s.g.Manifest.KernelBase), v.U.(*kdproto.GetVersion64).KernBase)
+			d.cont(t, ctx, false, 0x400)
+			require.NoError(t, d.close()) // hang up
+			select {
+			case <-d.srv:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("attach %d: server did not end with its session", i)
+			}
+			require.True(t, s.m.Running(), "detach %d leaves the guest running", i)
 		}
-		require.True(t, s.m.Running(), "detach %d leaves the guest running", i)
-	}
+	})
 }
 
 // TestStealthRAMUnchanged hashes all guest RAM through the shared-memory backend with the guest stopped,
