@@ -44,10 +44,7 @@ type Host struct {
 	cfg HostConfig
 
 	connected chan struct{} // closed at the first handshake
-	bound     netip.AddrPort
-	ctrlSeq   uint64 // seq of our connect requests
-	sendSeq   uint64
-	recvHW    uint64
+	ctrlSeq   uint64        // seq of our connect requests
 	// answered is the last handshake response sent. A duplicated poke gets these same bytes again instead of
 	// a fresh key, or the target (which accepts one answer per poke) and the host would disagree on the key.
 	answered struct {
@@ -75,6 +72,7 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 		conn.Close()
 		return nil, err
 	}
+	s.fromHost = true
 	h := &Host{socket: s, cfg: cfg, connected: make(chan struct{})}
 	s.start(ctx, h.run)
 	return h, nil
@@ -138,16 +136,9 @@ func (h *Host) handle(in inbound) {
 		h.control(in.from, d)
 		return
 	}
-	if !h.bound.IsValid() || in.from != h.bound {
-		h.stats.foreign.Add(1)
-		return
+	if h.acceptData(in.from, d.Seq) {
+		h.deliver(d.Payload)
 	}
-	if d.Seq <= h.recvHW {
-		h.stats.stale.Add(1)
-		return
-	}
-	h.recvHW = d.Seq
-	h.deliver(d.Payload)
 }
 
 func (h *Host) control(from netip.AddrPort, d *Datagram) {
@@ -198,7 +189,7 @@ func (h *Host) respond(to netip.AddrPort, poke *Datagram, p Poke) error {
 	h.stats.sent.Add(1)
 	h.answered.to, h.answered.seq, h.answered.nonce, h.answered.wire = to, poke.Seq, p.Nonce, b
 	h.keys.SetDataKey(dk)
-	h.bound, h.sendSeq, h.recvHW = to, 0, 0
+	h.bindPeer(to)
 	h.version = poke.Version
 	h.stats.handshakes.Add(1)
 	h.log.Info("KDNET target connected", "target", to, "version", poke.Version)
@@ -221,8 +212,7 @@ func (h *Host) write(p *kdproto.Packet) error {
 	if !h.bound.IsValid() {
 		return errors.New("write KD packet: no KDNET target bound")
 	}
-	h.sendSeq++
-	return h.send(h.bound, &Datagram{Channel: ChannelData, Seq: h.sendSeq, FromHost: true, Payload: b})
+	return h.sendData(b)
 }
 
 var _ kdproto.Transport = (*Host)(nil)

@@ -57,6 +57,39 @@ type socket struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	err     error // why run returned; read only after done is closed
+
+	// The data channel, the same for both roles and owned by the run goroutine: the peer it is bound to by the
+	// last handshake, the last seq sent, and the highest seq accepted (kd-protocol.md §7.5).
+	bound   netip.AddrPort
+	sendSeq uint64
+	recvHW  uint64
+	// fromHost is the direction bit of what this end sends on the data channel.
+	fromHost bool
+}
+
+// bindPeer points the data channel at the peer of a new handshake and restarts both sequence counters.
+func (s *socket) bindPeer(peer netip.AddrPort) { s.bound, s.sendSeq, s.recvHW = peer, 0, 0 }
+
+// acceptData applies the filters both roles share to a verified data datagram: it must come from the bound
+// peer and advance the sequence high-water mark (retransmissions carry new seqs, so a replay is stale).
+func (s *socket) acceptData(from netip.AddrPort, seq uint64) bool {
+	if !s.bound.IsValid() || from != s.bound {
+		s.stats.foreign.Add(1)
+		s.log.Debug("KDNET data datagram from an unbound peer ignored", "from", from, "bound", s.bound)
+		return false
+	}
+	if seq <= s.recvHW {
+		s.stats.stale.Add(1)
+		return false
+	}
+	s.recvHW = seq
+	return true
+}
+
+// sendData sends one KD packet's bytes to the bound peer with the next data seq.
+func (s *socket) sendData(payload []byte) error {
+	s.sendSeq++
+	return s.send(s.bound, &Datagram{Channel: ChannelData, Seq: s.sendSeq, FromHost: s.fromHost, Payload: payload})
 }
 
 func newSocket(conn net.PacketConn, k ControlKey, version uint8, lg *slog.Logger) (*socket, error) {

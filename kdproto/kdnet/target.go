@@ -58,9 +58,6 @@ type Target struct {
 	// the newest poke is the one the host will use.
 	lastPoke sentPoke
 	accepted []byte         // the response body of the current handshake, to recognise duplicates
-	bound    netip.AddrPort // the debugger the data channel is bound to
-	sendSeq  uint64         // last data seq sent
-	recvHW   uint64         // highest data seq accepted from the host
 	selfFor  netip.AddrPort // cache key for self
 	self     netip.AddrPort // our address as seen toward selfFor
 }
@@ -168,17 +165,9 @@ func (t *Target) handle(in inbound) {
 		t.control(in.from, d)
 		return
 	}
-	if !t.bound.IsValid() || in.from != t.bound {
-		t.stats.foreign.Add(1)
-		t.log.Debug("KDNET data datagram from an unbound host ignored", "from", in.from, "bound", t.bound)
-		return
+	if t.acceptData(in.from, d.Seq) {
+		t.deliver(d.Payload)
 	}
-	if d.Seq <= t.recvHW {
-		t.stats.stale.Add(1)
-		return
-	}
-	t.recvHW = d.Seq
-	t.deliver(d.Payload)
 }
 
 // control handles a verified host control datagram: a response to one of our pokes completes a handshake;
@@ -213,7 +202,7 @@ func (t *Target) control(from netip.AddrPort, d *Datagram) {
 		return
 	}
 	t.keys.SetDataKey(dk)
-	t.bound, t.sendSeq, t.recvHW = from, 0, 0
+	t.bindPeer(from)
 	t.lastPoke.valid = false // a nonce completes at most one handshake
 	t.accepted = append(t.accepted[:0], d.Payload...)
 	if !t.cfg.Host.IsValid() {
@@ -255,11 +244,6 @@ func (t *Target) write(p *kdproto.Packet) error {
 		return nil
 	}
 	return t.sendData(b)
-}
-
-func (t *Target) sendData(payload []byte) error {
-	t.sendSeq++
-	return t.send(t.bound, &Datagram{Channel: ChannelData, Seq: t.sendSeq, Payload: payload})
 }
 
 var _ kdproto.Transport = (*Target)(nil)
