@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kdstub/kdstub/qemuqmp/internal/backlog"
 	"github.com/kdstub/kdstub/qemuqmp/rsp"
 )
 
@@ -57,74 +58,21 @@ type StopEvent struct {
 
 // eventQueue decouples the event producers (the QMP and gdbstub readers) from a slow or absent consumer.
 type eventQueue struct {
-	mu     sync.Mutex
-	q      []StopEvent
-	kick   chan struct{}
-	out    chan StopEvent
-	done   chan struct{}
-	closed bool
+	*backlog.Queue[StopEvent]
+	done chan struct{}
+	once sync.Once
 }
 
 const maxQueuedStops = 1024
 
 func newEventQueue() *eventQueue {
-	e := &eventQueue{kick: make(chan struct{}, 1), out: make(chan StopEvent, 16), done: make(chan struct{})}
-	go e.pump()
-	return e
+	done := make(chan struct{})
+	return &eventQueue{Queue: backlog.New[StopEvent](maxQueuedStops, 16, done, nil), done: done}
 }
 
-func (e *eventQueue) push(ev StopEvent) {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return
-	}
-	if len(e.q) >= maxQueuedStops {
-		e.q = e.q[1:]
-	}
-	e.q = append(e.q, ev)
-	e.mu.Unlock()
-	select {
-	case e.kick <- struct{}{}:
-	default:
-	}
-}
+func (e *eventQueue) push(ev StopEvent) { e.Push(ev) }
 
-func (e *eventQueue) pump() {
-	defer close(e.out)
-	for {
-		e.mu.Lock()
-		var ev StopEvent
-		have := len(e.q) > 0
-		if have {
-			ev = e.q[0]
-			e.q = e.q[1:]
-		}
-		e.mu.Unlock()
-		if !have {
-			select {
-			case <-e.kick:
-				continue
-			case <-e.done:
-				return
-			}
-		}
-		select {
-		case e.out <- ev:
-		case <-e.done:
-			return
-		}
-	}
-}
-
-func (e *eventQueue) close() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.closed {
-		e.closed = true
-		close(e.done)
-	}
-}
+func (e *eventQueue) close() { e.once.Do(func() { close(e.done) }) }
 
 // loop turns gdbstub stop replies and QMP events into StopEvents and keeps the run state right.
 func (m *Machine) loop() {

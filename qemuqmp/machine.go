@@ -159,7 +159,7 @@ func (m *Machine) Running() bool { return m.gdb.Running() }
 // callers that stop the VM to inspect it and never read Events do not pile events up. A StopInterrupted still
 // arrives here for a stop nobody waits for (a Stop whose context ended first, or a pause from elsewhere).
 // The queue behind it is bounded; a consumer that never reads loses the oldest events, never blocks QEMU I/O.
-func (m *Machine) Events() <-chan StopEvent { return m.events.out }
+func (m *Machine) Events() <-chan StopEvent { return m.events.Out() }
 
 // Done is closed when QEMU is gone.
 func (m *Machine) Done() <-chan struct{} { return m.gone }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kdstub/kdstub/qemuqmp/internal/backlog"
 	"github.com/kdstub/kdstub/qemuqmp/internal/dial"
 )
 
@@ -38,10 +39,7 @@ type Client struct {
 	nextID uint64
 	wait   map[string]chan Message
 
-	evMu    sync.Mutex
-	evQueue []Event
-	evKick  chan struct{}
-	events  chan Event
+	events *backlog.Queue[Event]
 
 	closed chan struct{}
 	cerr   error
@@ -73,10 +71,11 @@ func NewClient(ctx context.Context, conn net.Conn, log *slog.Logger) (*Client, e
 		conn:   conn,
 		log:    log,
 		wait:   map[string]chan Message{},
-		evKick: make(chan struct{}, 1),
-		events: make(chan Event, 64),
 		closed: make(chan struct{}),
 	}
+	c.events = backlog.New(maxQueuedEvents, 64, c.closed, func(e Event) {
+		c.log.Warn("qmp: event backlog full, dropping oldest", "dropped", e.Name)
+	})
 	br := bufio.NewReaderSize(conn, 64<<10)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetReadDeadline(dl)
@@ -94,7 +93,6 @@ func NewClient(ctx context.Context, conn net.Conn, log *slog.Logger) (*Client, e
 	}
 	c.Greeting = m.QMP
 	go c.readLoop(br)
-	go c.pumpEvents()
 	if _, err := c.Execute(ctx, "qmp_capabilities", nil); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("qmp_capabilities: %w", err)
@@ -172,51 +170,10 @@ func (c *Client) deliver(m Message) {
 	ch <- m
 }
 
-func (c *Client) queueEvent(e Event) {
-	c.evMu.Lock()
-	if len(c.evQueue) >= maxQueuedEvents {
-		c.log.Warn("qmp: event backlog full, dropping oldest", "dropped", c.evQueue[0].Name)
-		c.evQueue = c.evQueue[1:]
-	}
-	c.evQueue = append(c.evQueue, e)
-	c.evMu.Unlock()
-	select {
-	case c.evKick <- struct{}{}:
-	default:
-	}
-}
-
-// pumpEvents moves queued events to the channel so the reader never blocks on a slow consumer.
-func (c *Client) pumpEvents() {
-	for {
-		c.evMu.Lock()
-		var e Event
-		have := len(c.evQueue) > 0
-		if have {
-			e = c.evQueue[0]
-			c.evQueue = c.evQueue[1:]
-		}
-		c.evMu.Unlock()
-		if !have {
-			select {
-			case <-c.evKick:
-				continue
-			case <-c.closed:
-				close(c.events)
-				return
-			}
-		}
-		select {
-		case c.events <- e:
-		case <-c.closed:
-			close(c.events)
-			return
-		}
-	}
-}
+func (c *Client) queueEvent(e Event) { c.events.Push(e) }
 
 // Events delivers asynchronous events in arrival order. It is closed after the connection is gone.
-func (c *Client) Events() <-chan Event { return c.events }
+func (c *Client) Events() <-chan Event { return c.events.Out() }
 
 // Done is closed when the connection is gone.
 func (c *Client) Done() <-chan struct{} { return c.closed }
