@@ -111,7 +111,7 @@ func (h *Host) run(ctx context.Context) error {
 				h.connectRequest()
 			}
 		case in := <-h.in:
-			h.handle(in)
+			h.handle(in, h.control)
 		case w := <-h.writes:
 			w.res <- h.write(w.p)
 		}
@@ -124,20 +124,6 @@ func (h *Host) connectRequest() {
 	h.ctrlSeq++
 	if err := h.send(h.cfg.Target, &Datagram{Channel: ChannelControl, Seq: h.ctrlSeq, FromHost: true}); err != nil {
 		h.log.Debug("KDNET connect request failed", "to", h.cfg.Target, "err", err)
-	}
-}
-
-func (h *Host) handle(in inbound) {
-	d, ok := h.open(in, false)
-	if !ok {
-		return
-	}
-	if d.Channel == ChannelControl {
-		h.control(in.from, d)
-		return
-	}
-	if h.acceptData(in.from, d.Seq) {
-		h.deliver(d.Payload)
 	}
 }
 

@@ -67,6 +67,22 @@ type socket struct {
 	fromHost bool
 }
 
+// handle routes one received datagram: a verified control datagram to the role's handler, a data datagram
+// through the shared filters to ReadPacket.
+func (s *socket) handle(in inbound, control func(from netip.AddrPort, d *Datagram)) {
+	d, ok := s.open(in, !s.fromHost)
+	if !ok {
+		return
+	}
+	if d.Channel == ChannelControl {
+		control(in.from, d)
+		return
+	}
+	if s.acceptData(in.from, d.Seq) {
+		s.deliver(d.Payload)
+	}
+}
+
 // bindPeer points the data channel at the peer of a new handshake and restarts both sequence counters.
 func (s *socket) bindPeer(peer netip.AddrPort) { s.bound, s.sendSeq, s.recvHW = peer, 0, 0 }
 

@@ -110,7 +110,7 @@ func (t *Target) run(ctx context.Context) error {
 		case <-tick.C:
 			t.poke(t.pokeTo)
 		case in := <-t.in:
-			t.handle(in)
+			t.handle(in, t.control)
 		case w := <-t.writes:
 			w.res <- t.write(w.p)
 		}
@@ -154,20 +154,6 @@ func (t *Target) selfAddr(to netip.AddrPort) netip.AddrPort {
 	}
 	t.selfFor, t.self = to, self
 	return self
-}
-
-func (t *Target) handle(in inbound) {
-	d, ok := t.open(in, true)
-	if !ok {
-		return
-	}
-	if d.Channel == ChannelControl {
-		t.control(in.from, d)
-		return
-	}
-	if t.acceptData(in.from, d.Seq) {
-		t.deliver(d.Payload)
-	}
 }
 
 // control handles a verified host control datagram: a response to one of our pokes completes a handshake;
