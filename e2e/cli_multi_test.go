@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"regexp"
 	"testing"
 	"time"
 
@@ -26,28 +25,14 @@ func TestServeCommandTwoTransports(t *testing.T) {
 	ctx := testCtx(t, 90*time.Second)
 	q := bootGuest(t, false)
 	sock := filepath.Join(t.TempDir(), "kd.sock")
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	udp := pc.LocalAddr().String()
-	pc.Close()
+	udp := freeUDPAddr(t)
 	lines := startServe(t, q, "--serial", "unix-listen:"+sock, "--kdnet-listen", udp)
-	re := regexp.MustCompile(`windbg -k net:port=(\d+),key=([0-9a-z.]+),target=`)
-	var key string
-	for key == "" {
-		select {
-		case l, ok := <-lines:
-			require.True(t, ok, "serve exited before printing the KDNET command line")
-			if m := re.FindStringSubmatch(l); m != nil {
-				key = m[2]
-			}
-		case <-ctx.Done():
-			t.Fatal("no KDNET command line printed")
-		}
-	}
+	key := printedKDNETKey(t, ctx, lines)
 	man := guest(t, 1).Manifest
 
 	// 1. Serial debugger.
 	var tr *serial.Transport
+	var err error
 	for tr == nil {
 		if tr, err = serial.Dial(ctx, "unix", sock); err != nil {
 			select {

@@ -139,24 +139,9 @@ func TestServeCommandSerial(t *testing.T) {
 func TestServeCommandKDNETGeneratedKey(t *testing.T) {
 	ctx := testCtx(t, 90*time.Second)
 	q := bootGuest(t, false)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := pc.LocalAddr().String()
-	pc.Close()
+	addr := freeUDPAddr(t)
 	lines := startServe(t, q, "--kdnet-listen", addr)
-	re := regexp.MustCompile(`windbg -k net:port=(\d+),key=([0-9a-z.]+),target=`)
-	var key string
-	for key == "" {
-		select {
-		case l, ok := <-lines:
-			require.True(t, ok, "serve exited before printing the WinDbg command line")
-			if m := re.FindStringSubmatch(l); m != nil {
-				key = m[2]
-			}
-		case <-ctx.Done():
-			t.Fatal("no WinDbg command line printed")
-		}
-	}
+	key := printedKDNETKey(t, ctx, lines)
 	k, err := kdnet.ParseKey(key)
 	require.NoError(t, err)
 	// Two debuggers one after the other on the same long-lived KDNET target: the second one's packet ids
@@ -176,5 +161,31 @@ func TestServeCommandKDNETGeneratedKey(t *testing.T) {
 		d.cont(t, hctx, false, 0x400)
 		cancel()
 		htr.Close()
+	}
+}
+
+// freeUDPAddr returns a loopback UDP address that was free a moment ago.
+func freeUDPAddr(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	return pc.LocalAddr().String()
+}
+
+// printedKDNETKey waits for the WinDbg target= command line serve prints for a generated key and returns the key.
+func printedKDNETKey(t *testing.T, ctx context.Context, lines <-chan string) string {
+	t.Helper()
+	re := regexp.MustCompile(`windbg -k net:port=(\d+),key=([0-9a-z.]+),target=`)
+	for {
+		select {
+		case l, ok := <-lines:
+			require.True(t, ok, "serve exited before printing the WinDbg command line")
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m[2]
+			}
+		case <-ctx.Done():
+			t.Fatal("no WinDbg command line printed")
+		}
 	}
 }
